@@ -1,0 +1,5 @@
+"""`python -m processor` is the `processor` command."""
+
+from processor.cli import main
+
+main()

@@ -1,0 +1,208 @@
+"""`processor <command>`: thin entry points over the layers."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from processor.core.logging import configure_logging
+from processor.core.settings import Settings, SettingsError, load_settings
+from processor.core.timeparse import format_ms
+
+T = TypeVar("T")
+app = typer.Typer(
+    name="processor",
+    help="Stream and domain engine of a GPS tracking platform for motorsport events.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dlq_app = typer.Typer(help="Inspect and requeue dead letters.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+console = Console()
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@app.command()
+def run(
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit once the stream is drained.")
+    ] = False,
+) -> None:
+    """Consume the stream into telemetry.positions until SIGTERM/SIGINT."""
+    from processor.app import run_processor
+
+    settings = _settings()
+    raise typer.Exit(_run(run_processor(settings, until_idle=until_idle)))
+
+
+@app.command()
+def migrate(
+    create_database: Annotated[
+        bool, typer.Option("--create-database", help="Create the database first if missing.")
+    ] = False,
+) -> None:
+    """Apply the telemetry schema migrations (safe to run concurrently)."""
+    import asyncpg
+
+    from processor.storage.migrate import ensure_database
+    from processor.storage.migrate import migrate as do_migrate
+
+    settings = _settings()
+    url = settings.database_url.get_secret_value()
+
+    async def go() -> None:
+        if create_database:
+            parts = urlsplit(url)
+            database = parts.path.lstrip("/") or "postgres"
+            admin = urlunsplit(parts._replace(path="/postgres"))
+            if await ensure_database(admin, database):
+                console.print(f"created database [bold]{database}[/]")
+        conn = await asyncpg.connect(url)
+        try:
+            report = await do_migrate(conn, settings)
+        finally:
+            await conn.close()
+        console.print(f"mode: [bold]{report.mode}[/]")
+        for label in report.applied:
+            console.print(f"  applied  {label}")
+        for label in report.skipped:
+            console.print(f"  skipped  {label} (not for {report.mode})")
+        console.print(f"  {len(report.already)} already applied")
+
+    _run(go())
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings, secrets redacted."""
+    settings = _settings()
+    table = Table("setting", "value", title="effective configuration")
+    table.columns[1].overflow = "fold"
+    for key, value in settings.redacted().items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    count: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    reason: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+) -> None:
+    """List dead letters, newest first, with the count by reason."""
+    from processor.stream.client import connect
+    from processor.tools.dlq import list_dead_letters, reasons
+
+    settings = _settings()
+
+    async def go() -> None:
+        redis = connect(settings)
+        try:
+            views = await list_dead_letters(redis, settings.dlq_stream, count=count, reason=reason)
+            by_reason = await reasons(redis, settings.dlq_stream)
+        finally:
+            await redis.aclose()
+        summary = ", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items())) or "none"
+        console.print(f"dead letters in [bold]{settings.dlq_stream}[/] by reason: {summary}")
+        table = Table("id", "reason", "detail", "source id", "deliveries", "failed at")
+        for v in views:
+            table.add_row(
+                v.id,
+                v.reason,
+                v.detail[:80],
+                v.source_id,
+                str(v.deliveries),
+                format_ms(v.failed_at_ms) if v.failed_at_ms else "",
+            )
+        console.print(table)
+
+    _run(go())
+
+
+@dlq_app.command("show")
+def dlq_show(entry_id: Annotated[str, typer.Argument(help="Dead-letter entry ID.")]) -> None:
+    """Show one dead letter with its original fields."""
+    from processor.stream.client import connect
+    from processor.tools.dlq import show_dead_letter
+
+    settings = _settings()
+
+    async def go() -> int:
+        redis = connect(settings)
+        try:
+            view = await show_dead_letter(redis, settings.dlq_stream, entry_id)
+        finally:
+            await redis.aclose()
+        if view is None:
+            console.print(f"no dead letter {entry_id}")
+            return 1
+        console.print(f"[bold]{view.id}[/]  reason={view.reason}  source={view.source_id}")
+        console.print(f"detail: {view.detail}")
+        console.print(f"deliveries={view.deliveries} consumer={view.consumer}")
+        for key, value in view.original.items():
+            console.print(
+                f"{key.decode('utf-8', 'replace')}: {value[:2000].decode('utf-8', 'replace')}"
+            )
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@dlq_app.command("requeue")
+def dlq_requeue(
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter IDs (default: all).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 10_000,
+) -> None:
+    """Put dead letters back on the input stream (after fixing their cause)."""
+    from processor.stream.client import connect
+    from processor.tools.dlq import requeue
+
+    settings = _settings()
+
+    async def go() -> int:
+        redis = connect(settings)
+        try:
+            return await requeue(
+                redis, settings.dlq_stream, settings.stream, ids, reason=reason, limit=limit
+            )
+        finally:
+            await redis.aclose()
+
+    moved = _run(go())
+    console.print(f"requeued {moved} entries onto {settings.stream}")
+
+
+def _register_optional() -> None:
+    """Tools that live in their own modules register here."""
+    try:
+        from processor.tools.simulator.cli import simulate
+    except ImportError:  # pragma: no cover - the simulator package is part of the wheel
+        return
+    app.command("simulate")(simulate)
+
+
+_register_optional()
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

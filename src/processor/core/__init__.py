@@ -1,0 +1,1 @@
+"""Types, contract decoding, settings and logging shared by every layer."""

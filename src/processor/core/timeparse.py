@@ -1,0 +1,42 @@
+"""Contract times (ISO-8601 with offset, epoch milliseconds, `__bigint`) to epoch milliseconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_VALID_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: the contract's lower bound
+# Largest millisecond value Python (and so every tool here) can turn into a datetime.
+MAX_REPRESENTABLE_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+class TimeError(ValueError):
+    """A value that is not a contract time."""
+
+
+def parse_time_ms(value: object) -> int:
+    """Epoch milliseconds of a contract time value (sentinels already decoded)."""
+    if type(value) is int:
+        if not -MAX_REPRESENTABLE_MS <= value <= MAX_REPRESENTABLE_MS:
+            raise TimeError("epoch milliseconds out of the representable range")
+        return value
+    if type(value) is str:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise TimeError("not an ISO-8601 time") from None
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            raise TimeError("ISO-8601 time without an offset")
+        delta = parsed - EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    raise TimeError("a time must be an ISO-8601 string or integer epoch milliseconds")
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """UTC datetime of epoch milliseconds."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def format_ms(ms: int) -> str:
+    """`2026-05-01T10:00:00.000Z`: the contract's canonical rendering."""
+    return ms_to_datetime(ms).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"

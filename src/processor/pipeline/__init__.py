@@ -1,0 +1,1 @@
+"""The core loop: read, decode, observe, batch, write, acknowledge."""

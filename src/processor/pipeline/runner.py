@@ -1,0 +1,416 @@
+"""The core pipeline: Redis Stream in, `telemetry.positions` out, acknowledged after commit.
+
+Reading overlaps writing: sealed batches are committed by up to `batches_in_flight`
+tasks while the reader fills the next one. When every slot is busy (the database is
+slow or down) the reader waits, so memory stays bounded and the stream itself is the
+buffer. An entry ID is acknowledged only in the MULTI/EXEC that follows the commit of
+its batch, together with its dead letters and the committed notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from processor.core.backoff import Backoff
+from processor.core.contract import DecodeOptions, decode_entry
+from processor.core.logging import RateLimiter
+from processor.core.position import Position, Reason, Rejection
+from processor.core.settings import Settings
+from processor.observability.metrics import Metrics
+from processor.pipeline.batch import Batch, committed_notice
+from processor.state.devices import DeviceState
+from processor.storage.writer import PositionWriter
+from processor.stream.client import DeadLetter, Entry, StreamClient, is_nogroup
+
+log = structlog.get_logger(__name__)
+
+_LATENCY_SAMPLES_PER_BATCH = 256
+
+
+class Pipeline:
+    """One consumer's run loop; `run()` until `stop()` (or until idle)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stream: StreamClient,
+        writer: PositionWriter,
+        metrics: Metrics,
+        state: DeviceState | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stream = stream
+        self.writer = writer
+        self.metrics = metrics
+        self.state = state or DeviceState(settings.state_max_devices, settings.dedupe_window)
+        self.options = DecodeOptions(
+            max_future_ms=settings.max_future_s * 1000,
+            correct_week_rollover=settings.correct_week_rollover,
+        )
+        self._batch = Batch()
+        self._slots = asyncio.Semaphore(settings.batches_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: set[str] = set()
+        self._stop = asyncio.Event()
+        self._reject_log = RateLimiter(settings.log_rejections_per_s)
+        self._backoff = Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000)
+        self.last_progress = time.monotonic()
+        self.running = False
+        self.committed_batches = 0
+        self._evictions_seen = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop reading; `run()` then flushes, acknowledges and returns."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self, *, until_idle: bool = False) -> bool:
+        """Consume until stopped; True when every read entry was committed and acknowledged."""
+        self.running = True
+        helpers = [
+            asyncio.create_task(self._flush_ticker(), name="flush-ticker"),
+            asyncio.create_task(self._claim_loop(), name="claimer"),
+        ]
+        try:
+            await self._ensure_group()
+            await self._read_own_pending()
+            await self._read_new(until_idle=until_idle)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            clean = await self._drain()
+            self.running = False
+        return clean
+
+    async def _drain(self) -> bool:
+        if len(self._batch):
+            try:
+                await asyncio.wait_for(self._seal(), self.settings.shutdown_timeout_s)
+            except TimeoutError:
+                log.error("shutdown_seal_timeout")
+        if not self._tasks:
+            return True
+        done, pending = await asyncio.wait(
+            set(self._tasks), timeout=self.settings.shutdown_timeout_s
+        )
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            log.error("shutdown_timeout", unfinished_batches=len(pending))
+            return False
+        return all(not t.cancelled() and t.exception() is None for t in done)
+
+    # -- reading -----------------------------------------------------------------
+
+    async def _ensure_group(self) -> None:
+        while not self.stopping:
+            try:
+                if await self.stream.ensure_group():
+                    log.info("group_created", stream=self.stream.stream, group=self.stream.group)
+                return
+            except RedisError as exc:
+                await self._redis_trouble("ensure_group", exc)
+
+    async def _read_own_pending(self) -> None:
+        """After a restart under the same name, our unacknowledged entries come first."""
+        cursor = "0"
+        while not self.stopping:
+            try:
+                entries = await self.stream.read(cursor, self.settings.read_count, None)
+            except RedisError as exc:
+                if is_nogroup(exc):
+                    await self._recreate_group()
+                    return
+                await self._redis_trouble("read_pending", exc)
+                continue
+            if not entries:
+                return
+            cursor = entries[-1][0]
+            fresh = [e for e in entries if e[0] not in self._in_flight]
+            counts = await self._delivery_counts([e[0] for e in fresh if e[1] is not None])
+            await self._ingest(fresh, "pending", counts)
+            self.last_progress = time.monotonic()
+
+    async def _read_new(self, *, until_idle: bool) -> None:
+        while not self.stopping:
+            try:
+                entries = await self.stream.read(
+                    ">", self.settings.read_count, self.settings.block_ms
+                )
+            except RedisError as exc:
+                if is_nogroup(exc):
+                    await self._recreate_group()
+                else:
+                    await self._redis_trouble("read", exc)
+                continue
+            self._backoff.reset()
+            self.last_progress = time.monotonic()
+            if entries:
+                await self._ingest(entries, "new", None)
+            elif until_idle and await self._idle():
+                return
+
+    async def _idle(self) -> bool:
+        """Drained: nothing new, nothing of ours in flight, nothing pending in the group.
+
+        Pending entries of a dead consumer keep us running until the claimer takes them.
+        """
+        if self._tasks or len(self._batch):
+            return False
+        try:
+            return await self.stream.group_pending() == 0
+        except RedisError as exc:
+            await self._redis_trouble("xpending", exc)
+            return False
+
+    async def _recreate_group(self) -> None:
+        """Redis lost the group (restart without persistence): start over from ID 0."""
+        self.metrics.group_recreated.inc()
+        log.error(
+            "group_missing_recreating",
+            stream=self.stream.stream,
+            group=self.stream.group,
+            hint="Redis restarted without persistence? Entries are re-read from ID 0.",
+        )
+        await asyncio.sleep(self._backoff.next_delay())
+        with contextlib.suppress(RedisError):
+            await self.stream.ensure_group()
+
+    async def _redis_trouble(self, operation: str, exc: BaseException) -> None:
+        self.metrics.redis_errors.labels(operation).inc()
+        delay = self._backoff.next_delay()
+        log.warning("redis_error", operation=operation, error=str(exc), retry_in_s=round(delay, 3))
+        await asyncio.sleep(delay)
+
+    async def _delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        try:
+            return await self.stream.delivery_counts(ids)
+        except RedisError as exc:
+            self.metrics.redis_errors.labels("xpending").inc()
+            log.warning("delivery_counts_unavailable", error=str(exc))
+            return {}
+
+    # -- claiming ----------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        interval = self.settings.claim_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._claim_round()
+            except RedisError as exc:
+                if not is_nogroup(exc):
+                    self.metrics.redis_errors.labels("xautoclaim").inc()
+                    log.warning("claim_failed", error=str(exc))
+
+    async def _claim_round(self) -> None:
+        """XAUTOCLAIM idle entries of dead or stalled consumers, following the cursor to 0-0."""
+        cursor = "0-0"
+        while not self.stopping:
+            cursor, entries, deleted = await self.stream.autoclaim(
+                self.settings.claim_idle_ms, cursor, self.settings.read_count
+            )
+            if deleted:
+                self.metrics.trimmed_pending.inc(deleted)
+                log.warning("claimed_entries_were_trimmed", count=deleted)
+            fresh = [e for e in entries if e[0] not in self._in_flight]
+            if fresh:
+                self.metrics.claimed.inc(len(fresh))
+                log.info("entries_claimed", count=len(fresh))
+                counts = await self._delivery_counts([e[0] for e in fresh if e[1] is not None])
+                await self._ingest(fresh, "claimed", counts)
+            if cursor == "0-0":
+                return
+
+    # -- batching ----------------------------------------------------------------
+
+    async def _ingest(
+        self, entries: list[Entry], source: str, deliveries: dict[str, int] | None
+    ) -> None:
+        self.metrics.entries_read.labels(source).inc(len(entries))
+        max_deliveries = self.settings.max_deliveries
+        max_rows = self.settings.batch_max_rows
+        options = self.options
+        observe = self.state.observe
+        in_flight = self._in_flight
+        for entry_id, fields in entries:
+            batch = self._batch
+            in_flight.add(entry_id)
+            if fields is None:
+                self.metrics.trimmed_pending.inc()
+                batch.ack_ids.append(entry_id)
+            elif deliveries is not None and deliveries.get(entry_id, 1) > max_deliveries:
+                count = deliveries[entry_id]
+                detail = f"delivered {count} times without being committed"
+                self._reject(
+                    batch, Rejection(Reason.MAX_DELIVERIES, detail, entry_id), fields, count
+                )
+            else:
+                result = decode_entry(entry_id, fields, options)
+                if type(result) is Position:
+                    observation = observe(result)
+                    batch.ack_ids.append(entry_id)
+                    if observation.duplicate:
+                        batch.state_duplicates += 1
+                    else:
+                        batch.positions.append(result)
+                        if observation.late:
+                            self.metrics.late_positions.inc()
+                        elif (
+                            observation.implied_speed_kmh is not None
+                            and observation.implied_speed_kmh > self.settings.max_implied_speed_kmh
+                        ):
+                            self.metrics.implied_speed_exceeded.inc()
+                else:
+                    assert isinstance(result, Rejection)
+                    count = 1 if deliveries is None else deliveries.get(entry_id, 1)
+                    self._reject(batch, result, fields, count)
+            if len(batch) >= max_rows:
+                await self._seal()
+
+    def _reject(
+        self, batch: Batch, rejection: Rejection, fields: dict[bytes, bytes], count: int
+    ) -> None:
+        batch.ack_ids.append(rejection.stream_id)
+        batch.dead_letters.append(DeadLetter(rejection, fields, count))
+        self.metrics.rejections.labels(rejection.reason.value).inc()
+        if self._reject_log.allow():
+            suppressed = self._reject_log.take_suppressed()
+            if suppressed:
+                self.metrics.log_suppressed.inc(suppressed)
+            log.warning(
+                "entry_rejected",
+                reason=rejection.reason.value,
+                detail=rejection.detail,
+                stream_id=rejection.stream_id,
+                suppressed_since_last=suppressed,
+            )
+
+    async def _flush_ticker(self) -> None:
+        max_age = self.settings.batch_max_age_ms / 1000
+        while True:
+            await asyncio.sleep(max_age / 4)
+            batch = self._batch
+            if len(batch) and batch.age_s() >= max_age and not self._slots.locked():
+                await self._seal()
+
+    async def _seal(self) -> None:
+        """Hand the current batch to a commit task; waits while every slot is busy."""
+        batch = self._batch
+        self._batch = Batch()
+        await self._slots.acquire()
+        self.metrics.batches_in_flight.inc()
+        task = asyncio.create_task(self._commit(batch), name="commit")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- committing --------------------------------------------------------------
+
+    async def _commit(self, batch: Batch) -> None:
+        try:
+            dead_letters = list(batch.dead_letters)
+            inserted = 0
+            if batch.positions:
+                result = await self.writer.write(batch.positions)
+                inserted = result.inserted
+                for position, error in result.failed:
+                    self.state.forget(position)
+                    dead_letters.append(await self._storage_rejection(position, error))
+            notice = committed_notice(batch.positions)
+            await self._finish(batch.ack_ids, dead_letters, notice)
+            if notice is not None and self.stream.notice_stream is not None:
+                self.metrics.notices_published.inc()
+            self._account(batch, inserted, dead_letters)
+        except Exception:
+            log.exception("batch_failed_unacknowledged", entries=len(batch))
+            raise
+        finally:
+            self._in_flight.difference_update(batch.ack_ids)
+            self._slots.release()
+            self.metrics.batches_in_flight.dec()
+
+    async def _storage_rejection(self, position: Position, error: str) -> DeadLetter:
+        rejection = Rejection(Reason.STORAGE_REJECTED, error, position.stream_id)
+        self.metrics.rejections.labels(rejection.reason.value).inc()
+        log.error(
+            "row_rejected_by_database",
+            stream_id=position.stream_id,
+            device_id=position.device_id,
+            error=error,
+        )
+        fields: dict[bytes, bytes] = {}
+        with contextlib.suppress(RedisError):
+            found: Any = await self.stream.redis.xrange(
+                self.stream.stream, position.stream_id, position.stream_id
+            )
+            if found:
+                fields = dict(found[0][1])
+        return DeadLetter(rejection, fields, 1)
+
+    async def _finish(
+        self, ack_ids: list[str], dead_letters: list[DeadLetter], notice: bytes | None
+    ) -> None:
+        """MULTI/EXEC of dead letters, notice and XACK, retried until Redis confirms it."""
+        backoff = Backoff(self.settings.retry_initial_ms / 1000, self.settings.retry_max_ms / 1000)
+        uncertain = False
+        while True:
+            try:
+                if uncertain and not await self.stream.pending_of_mine(ack_ids):
+                    return  # the earlier EXEC went through; its reply was lost
+                await self.stream.finish(ack_ids, dead_letters, notice)
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                uncertain = True
+                self.metrics.redis_errors.labels("ack").inc()
+                self.metrics.retries.labels("redis").inc()
+                delay = backoff.next_delay()
+                log.warning("ack_retry", error=str(exc), retry_in_s=round(delay, 3))
+                await asyncio.sleep(delay)
+            except RedisError as exc:
+                if is_nogroup(exc):
+                    log.error("ack_lost_group", entries=len(ack_ids))
+                    return
+                raise
+
+    def _account(self, batch: Batch, inserted: int, dead_letters: list[DeadLetter]) -> None:
+        m = self.metrics
+        m.positions_inserted.inc(inserted)
+        stored_before = (
+            len(batch.positions) - inserted - (len(dead_letters) - len(batch.dead_letters))
+        )
+        if stored_before:
+            m.duplicates.labels("database").inc(stored_before)
+        if batch.state_duplicates:
+            m.duplicates.labels("state").inc(batch.state_duplicates)
+        for letter in dead_letters:
+            m.dead_letters.labels(letter.rejection.reason.value).inc()
+        now = time.time()
+        m.last_commit.set(now)
+        positions = batch.positions
+        if positions:
+            stride = max(1, len(positions) // _LATENCY_SAMPLES_PER_BATCH)
+            observe = m.commit_latency.observe
+            for p in positions[::stride]:
+                observe(max(0.0, now - p.received_at_ms / 1000))
+        m.state_devices.set(len(self.state))
+        m.state_evictions.inc(self.state.evictions - self._evictions_seen)
+        self._evictions_seen = self.state.evictions
+        self.committed_batches += 1

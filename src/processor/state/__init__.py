@@ -1,0 +1,1 @@
+"""Bounded per-device state: last fix, recent keys for duplicate suppression."""

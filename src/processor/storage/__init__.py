@@ -1,0 +1,1 @@
+"""PostgreSQL: connection pool, migrations of the `telemetry` schema, the positions writer."""

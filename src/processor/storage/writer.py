@@ -1,0 +1,130 @@
+"""Batched, idempotent writes of positions, with retries and row-level isolation.
+
+One statement per batch, `ON CONFLICT (device_id, ts) DO NOTHING`, so a replay is a
+no-op. Transient errors are retried with backoff for as long as it takes (the caller
+acknowledges nothing meanwhile); a data error is narrowed down by splitting the batch
+until the single offending row is found, and only that row is handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import asyncpg
+import structlog
+
+from processor.core.backoff import Backoff
+from processor.core.position import Position
+from processor.observability.metrics import Metrics
+from processor.storage.errors import ErrorClass, classify
+from processor.storage.pool import STAGE_TABLE
+from processor.storage.rows import COLUMNS, SQL_TYPES, Row, to_row
+
+log = structlog.get_logger(__name__)
+
+WriteMethod = Literal["copy", "unnest"]
+_COLS = ", ".join(COLUMNS)
+_INSERT_FROM_STAGE = (
+    f"INSERT INTO telemetry.positions ({_COLS}) SELECT {_COLS} FROM {STAGE_TABLE} "
+    "ON CONFLICT (device_id, ts) DO NOTHING"
+)
+_INSERT_UNNEST = (
+    f"INSERT INTO telemetry.positions ({_COLS}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(SQL_TYPES, start=1))
+    + ") ON CONFLICT (device_id, ts) DO NOTHING"
+)
+
+
+@dataclass
+class WriteResult:
+    inserted: int = 0
+    failed: list[tuple[Position, str]] = field(default_factory=list)
+
+
+class RowError(Exception):
+    """A batch failed because of the data in (at least) one of its rows."""
+
+
+class Sleeper(Protocol):
+    async def __call__(self, delay: float) -> None: ...
+
+
+class PositionWriter:
+    """Writes batches of positions; safe to call concurrently (one connection each)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        metrics: Metrics,
+        *,
+        method: WriteMethod = "copy",
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 10.0,
+    ) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self.method = method
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+
+    async def write(self, positions: Sequence[Position]) -> WriteResult:
+        """Store the batch; returns how many rows were new and which rows the DB refused."""
+        started = time.perf_counter()
+        rows = [to_row(p) for p in positions]
+        result = await self._write_isolating(list(positions), rows)
+        self.metrics.write_duration.observe(time.perf_counter() - started)
+        self.metrics.batch_rows.observe(len(rows))
+        return result
+
+    async def _write_isolating(self, positions: list[Position], rows: list[Row]) -> WriteResult:
+        try:
+            return WriteResult(inserted=await self._write_retrying(rows))
+        except RowError as exc:
+            if len(rows) == 1:
+                return WriteResult(failed=[(positions[0], str(exc))])
+        middle = len(rows) // 2
+        left = await self._write_isolating(positions[:middle], rows[:middle])
+        right = await self._write_isolating(positions[middle:], rows[middle:])
+        return WriteResult(left.inserted + right.inserted, left.failed + right.failed)
+
+    async def _write_retrying(self, rows: list[Row]) -> int:
+        backoff = Backoff(self.retry_initial_s, self.retry_max_s)
+        while True:
+            try:
+                return await self._write_once(rows)
+            except Exception as exc:
+                kind = classify(exc)
+                self.metrics.db_errors.labels(kind.value).inc()
+                if kind is ErrorClass.ROW:
+                    raise RowError(_describe(exc)) from exc
+                delay = backoff.next_delay()
+                self.metrics.retries.labels(kind.value).inc()
+                log.warning(
+                    "write_retry",
+                    error_class=kind.value,
+                    error=_describe(exc),
+                    rows=len(rows),
+                    attempt=backoff.attempt,
+                    retry_in_s=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+
+    async def _write_once(self, rows: list[Row]) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if self.method == "copy":
+                await conn.copy_records_to_table(STAGE_TABLE, records=rows, columns=COLUMNS)
+                status = await conn.execute(_INSERT_FROM_STAGE)
+            else:
+                columns = list(zip(*rows, strict=True)) if rows else [()] * len(COLUMNS)
+                status = await conn.execute(_INSERT_UNNEST, *columns)
+        return int(status.rsplit(" ", 1)[1])
+
+
+def _describe(exc: BaseException) -> str:
+    state = getattr(exc, "sqlstate", None)
+    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return f"{state}: {text}" if state else f"{type(exc).__name__}: {text}"

@@ -1,0 +1,1 @@
+"""Redis Streams: the consumer group, reading, claiming, acknowledging, dead letters."""

@@ -1,0 +1,186 @@
+"""The Redis side of the pipeline: every stream command the processor issues lives here.
+
+Entry IDs are `str` (they end up in `positions.stream_id`); field names and values stay
+`bytes`, which is what the decoder reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ResponseError
+
+from processor.core.position import Rejection
+from processor.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Fields = dict[bytes, bytes]
+Entry = tuple[str, Fields | None]  # fields None: the entry was trimmed from the stream
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected entry with everything an operator needs to fix and requeue it."""
+
+    rejection: Rejection
+    fields: Mapping[bytes, bytes]
+    deliveries: int
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
+def connect(settings: Settings) -> aioredis.Redis:
+    """A client whose socket timeout outlasts the blocking read."""
+    return aioredis.Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        decode_responses=False,
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        client_name=f"processor:{settings.consumer}"[:64].replace(" ", "_"),
+    )
+
+
+class StreamClient:
+    """One consumer in one group of one stream."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.stream = settings.stream
+        self.group = settings.group
+        self.consumer = settings.consumer
+        self.dlq_stream = settings.dlq_stream
+        self.dlq_maxlen = settings.dlq_maxlen
+        self.notice_stream = settings.notice_stream if settings.notices_enabled else None
+        self.notice_maxlen = settings.notice_maxlen
+
+    async def ensure_group(self) -> bool:
+        """Create the group (and stream) from ID 0 if missing; True if it was created."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        return True
+
+    async def read(self, start: str, count: int, block_ms: int | None) -> list[Entry]:
+        """`>` for new entries, an ID to re-read this consumer's own pending entries."""
+        reply: Any = await self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
+        )
+        if not reply:
+            return []
+        return _entries(reply[0][1])
+
+    async def autoclaim(
+        self, min_idle_ms: int, cursor: str, count: int
+    ) -> tuple[str, list[Entry], int]:
+        """One XAUTOCLAIM step: (next cursor, claimed entries, IDs found deleted)."""
+        reply: Any = await self.redis.execute_command(  # type: ignore[no-untyped-call]
+            "XAUTOCLAIM",
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_ms,
+            cursor,
+            "COUNT",
+            count,
+        )
+        next_cursor = _text(reply[0])
+        entries = _entries(reply[1])
+        deleted = len(reply[2]) if len(reply) > 2 else 0
+        return next_cursor, entries, deleted
+
+    async def delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
+        """Delivery counts of entries this consumer holds (one XPENDING over their ID range)."""
+        if not ids:
+            return {}
+        low = min(ids, key=_id_key)
+        high = max(ids, key=_id_key)
+        rows: Any = await self.redis.xpending_range(
+            self.stream,
+            self.group,
+            min=low,
+            max=high,
+            count=len(ids) * 4 + 100,
+            consumername=self.consumer,
+        )
+        wanted = set(ids)
+        counts: dict[str, int] = {}
+        for row in rows:
+            entry_id = _text(row["message_id"])
+            if entry_id in wanted:
+                counts[entry_id] = int(row["times_delivered"])
+        return counts
+
+    async def group_pending(self) -> int:
+        """Entries delivered to any consumer of the group and not yet acknowledged."""
+        summary: Any = await self.redis.xpending(self.stream, self.group)
+        return int(summary["pending"])
+
+    async def pending_of_mine(self, ids: Sequence[str]) -> set[str]:
+        """Which of these IDs are still pending for this consumer (after an unclear EXEC)."""
+        return set((await self.delivery_counts(ids)).keys())
+
+    async def finish(
+        self,
+        ack_ids: Sequence[str],
+        dead_letters: Iterable[DeadLetter],
+        notice: bytes | None,
+    ) -> None:
+        """Dead letters, the committed notice and the XACK in one MULTI/EXEC: all or nothing."""
+        pipe = self.redis.pipeline(transaction=True)
+        now = str(int(time.time() * 1000)).encode()
+        for letter in dead_letters:
+            fields: dict[Any, Any] = dict(letter.fields)
+            fields.update(
+                {
+                    b"reason": letter.rejection.reason.value.encode(),
+                    b"detail": letter.rejection.detail.encode(),
+                    b"source_id": letter.rejection.stream_id.encode(),
+                    b"deliveries": str(letter.deliveries).encode(),
+                    b"consumer": self.consumer.encode(),
+                    b"failed_at": now,
+                }
+            )
+            pipe.xadd(self.dlq_stream, fields, maxlen=self.dlq_maxlen, approximate=True)
+        if notice is not None and self.notice_stream is not None:
+            pipe.xadd(
+                self.notice_stream,
+                {b"v": b"1", b"windows": notice},
+                maxlen=self.notice_maxlen,
+                approximate=True,
+            )
+        if ack_ids:
+            pipe.xack(self.stream, self.group, *ack_ids)
+        await pipe.execute()
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self.redis.xack(self.stream, self.group, *ids)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _entries(raw: Iterable[Any]) -> list[Entry]:
+    out: list[Entry] = []
+    for item in raw:
+        entry_id, fields = item
+        out.append((_text(entry_id), fields if fields else None))
+    return out

@@ -1,0 +1,1 @@
+"""Thin command-line tools over the layers: simulator, dead letters, status, benchmark."""

@@ -1,0 +1,105 @@
+"""Shared fixtures: a database of its own per test run, stream keys of their own per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from processor.core.settings import Settings, load_settings
+from processor.storage.migrate import migrate
+
+ADMIN_URL = os.environ.get(
+    "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database for this test run, migrated, dropped at the end."""
+    import asyncio
+
+    name = f"processor_test_{uuid.uuid4().hex[:10]}"
+    url = _with_database(ADMIN_URL, name)
+
+    async def create() -> None:
+        admin = await asyncpg.connect(ADMIN_URL)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn, load_settings(database_url=url))
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    try:
+        yield url
+    finally:
+        asyncio.run(drop())
+
+
+@pytest.fixture
+def stream_prefix() -> str:
+    return f"test:{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis_client(stream_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{stream_prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the run's database; positions emptied before each test."""
+    conn = await asyncpg.connect(database_url)
+    await conn.execute("TRUNCATE telemetry.positions")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def settings(database_url: str, stream_prefix: str) -> Settings:
+    return load_settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        stream=f"{stream_prefix}:positions",
+        group="processor",
+        consumer="test-consumer",
+        http_enabled=False,
+        batch_max_age_ms=20,
+        block_ms=200,
+        claim_interval_ms=200,
+        claim_idle_ms=2000,
+        retry_initial_ms=20,
+        retry_max_ms=500,
+        log_format="json",
+    )
