@@ -142,22 +142,23 @@ def _desentinel(obj: dict[str, Any] | list[Any], path: str) -> Any:
     stack: list[tuple[dict[str, Any] | list[Any], str]] = [(root, path)]
     while stack:
         container, where = stack.pop()
+        shallow = "." not in where  # name the first level (`io.239`), not the whole path
         items: Iterable[tuple[Any, Any]] = (
             container.items() if isinstance(container, dict) else enumerate(container)
         )
         for k, v in list(items):
             if isinstance(v, dict):
-                inner = _sentinel(v, f"{where}.{k}")
+                inner = _sentinel(v, (f"{where}.{k}" if shallow else where))
                 if inner is _NOT_SENTINEL:
                     copy = dict(v)
                     container[k] = copy
-                    stack.append((copy, f"{where}.{k}"))
+                    stack.append((copy, (f"{where}.{k}" if shallow else where)))
                 else:
                     container[k] = inner
             elif isinstance(v, list):
                 copy_list = list(v)
                 container[k] = copy_list
-                stack.append((copy_list, f"{where}.{k}"))
+                stack.append((copy_list, (f"{where}.{k}" if shallow else where)))
     return root
 
 

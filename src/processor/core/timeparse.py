@@ -28,7 +28,10 @@ def parse_time_ms(value: object) -> int:
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise TimeError("ISO-8601 time without an offset")
         delta = parsed - EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+        ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+        if not -MAX_REPRESENTABLE_MS <= ms <= MAX_REPRESENTABLE_MS:
+            raise TimeError("time out of the representable range")
+        return ms
     raise TimeError("a time must be an ISO-8601 string or integer epoch milliseconds")
 
 

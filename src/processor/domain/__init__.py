@@ -1,0 +1,1 @@
+"""Domain stage: geofences, timing, results, alerts. Depends on `processor.core` only."""
