@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import msgspec
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+_AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 MIN_VALID_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: the contract's lower bound
 # Largest millisecond value Python (and so every tool here) can turn into a datetime.
 MAX_REPRESENTABLE_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -22,17 +27,27 @@ def parse_time_ms(value: object) -> int:
         return value
     if type(value) is str:
         try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise TimeError("not an ISO-8601 time") from None
+            # RFC 3339 first, exactly as the decoder's typed fast path parses it, so both
+            # paths agree to the millisecond; then the wider ISO-8601 forms.
+            parsed = msgspec.convert(value, _AwareDatetime)
+        except msgspec.ValidationError:
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                raise TimeError("not an ISO-8601 time") from None
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise TimeError("ISO-8601 time without an offset")
-        delta = parsed - EPOCH
-        ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+        ms = datetime_ms(parsed)
         if not -MAX_REPRESENTABLE_MS <= ms <= MAX_REPRESENTABLE_MS:
             raise TimeError("time out of the representable range")
         return ms
     raise TimeError("a time must be an ISO-8601 string or integer epoch milliseconds")
+
+
+def datetime_ms(value: datetime) -> int:
+    """Epoch milliseconds of an aware datetime, floored (sub-millisecond digits dropped)."""
+    ms: int = (value - EPOCH) // _ONE_MS
+    return ms
 
 
 def ms_to_datetime(ms: int) -> datetime:

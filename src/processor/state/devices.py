@@ -52,14 +52,60 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
+_RAD = math.pi / 180.0
+
+
+def fix_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Distance between consecutive fixes: equirectangular (within 0.1 % below 50 km),
+    falling back to haversine for longer jumps or across the antimeridian."""
+    dlon = lon2 - lon1
+    dlat = lat2 - lat1
+    if -0.5 < dlat < 0.5 and -0.5 < dlon < 0.5:
+        x = dlon * _RAD * math.cos((lat1 + lat2) * 0.5 * _RAD)
+        y = dlat * _RAD
+        return EARTH_RADIUS_M * math.sqrt(x * x + y * y)
+    return haversine_m(lat1, lon1, lat2, lon2)
+
+
+class RecentKeys:
+    """The last `capacity`-ish keys seen, in two generations of sets.
+
+    Cheaper than an LRU (no per-hit reordering): a key is remembered for at least
+    `capacity / 2` and at most `capacity` insertions after it was last added.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.generation = max(1, capacity // 2)
+        self.current: set[tuple[str, int]] = set()
+        self.previous: set[tuple[str, int]] = set()
+
+    def __len__(self) -> int:
+        return len(self.current) + len(self.previous)
+
+    def seen_or_add(self, key: tuple[str, int]) -> bool:
+        """True if the key was seen recently; otherwise remember it."""
+        if key in self.current or key in self.previous:
+            return True
+        current = self.current
+        current.add(key)
+        if len(current) >= self.generation:
+            self.previous = current
+            self.current = set()
+        return False
+
+    def discard(self, key: tuple[str, int]) -> None:
+        self.current.discard(key)
+        self.previous.discard(key)
+
+
 class DeviceState:
-    """Last fix per device (LRU, `max_devices`) and recent keys (LRU, `dedupe_window`)."""
+    """Last fix per device (LRU, `max_devices`) and recent keys (`dedupe_window`)."""
 
     def __init__(self, max_devices: int, dedupe_window: int) -> None:
         self.max_devices = max_devices
         self.dedupe_window = dedupe_window
         self._last: OrderedDict[str, LastFix] = OrderedDict()
-        self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._recent = RecentKeys(dedupe_window)
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -67,14 +113,8 @@ class DeviceState:
 
     def observe(self, p: Position) -> Observation:
         """Record the position and classify it; a duplicate leaves the state unchanged."""
-        key = (p.device_id, p.ts_ms)
-        recent = self._recent
-        if key in recent:
-            recent.move_to_end(key)
+        if self._recent.seen_or_add((p.device_id, p.ts_ms)):
             return DUPLICATE
-        recent[key] = None
-        if len(recent) > self.dedupe_window:
-            recent.popitem(last=False)
 
         last = self._last.get(p.device_id)
         if last is None:
@@ -92,7 +132,7 @@ class DeviceState:
             return FIRST
         observation = FIRST
         if last.fix_ts_ms >= 0 and p.ts_ms > last.fix_ts_ms:
-            distance = haversine_m(last.latitude, last.longitude, p.latitude, p.longitude)
+            distance = fix_distance_m(last.latitude, last.longitude, p.latitude, p.longitude)
             speed = distance / ((p.ts_ms - last.fix_ts_ms) / 1000) * 3.6
             observation = Observation(False, False, distance, speed)
         last.fix_ts_ms = p.ts_ms
@@ -102,4 +142,4 @@ class DeviceState:
 
     def forget(self, p: Position) -> None:
         """Drop the key of a position the database refused, so a corrected resend is stored."""
-        self._recent.pop((p.device_id, p.ts_ms), None)
+        self._recent.discard((p.device_id, p.ts_ms))

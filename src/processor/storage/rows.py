@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import msgspec
 
 from processor.core.position import Position
-from processor.core.timeparse import ms_to_datetime
 
 COLUMNS = (
     "device_id",
@@ -44,10 +41,11 @@ SQL_TYPES = (
     "text",
 )
 
+# Times as epoch milliseconds: the pool's timestamptz codec encodes them (storage.pool).
 Row = tuple[
     str,
-    datetime,
-    datetime,
+    int,
+    int,
     float,
     float,
     float | None,
@@ -70,16 +68,16 @@ def io_json(io: dict[str, int | bytes]) -> str:
         return "{}"
     for value in io.values():
         if type(value) is bytes:
-            io = {k: (v.hex() if type(v) is bytes else v) for k, v in io.items()}
-            break
+            hexed = {k: (v.hex() if type(v) is bytes else v) for k, v in io.items()}
+            return _encode(hexed).decode()
     return _encode(io).decode()
 
 
 def to_row(p: Position) -> Row:
     return (
         p.device_id,
-        ms_to_datetime(p.ts_ms),
-        ms_to_datetime(p.received_at_ms),
+        p.ts_ms,
+        p.received_at_ms,
         p.latitude,
         p.longitude,
         p.altitude,
