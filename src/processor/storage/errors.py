@@ -36,7 +36,9 @@ def classify(exc: BaseException) -> ErrorClass:
             return ErrorClass.TIMEOUT
         if state in ("40001", "40P01", "55P03"):  # serialization, deadlock, lock not available
             return ErrorClass.CONFLICT
-        if state[:2] in ("08", "53", "57", "58"):  # connection, resources, shutdown, system
+        if state[:2] == "08":  # connection exception
+            return ErrorClass.CONNECTION
+        if state[:2] in ("53", "57", "58"):  # resources, operator intervention, system
             return ErrorClass.UNAVAILABLE
         return ErrorClass.OTHER
     if isinstance(exc, asyncpg_base.DataError):  # client-side encoding of one value failed
