@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -190,6 +191,39 @@ def dlq_requeue(
 
     moved = _run(go())
     console.print(f"requeued {moved} entries onto {settings.stream}")
+
+
+@app.command()
+def bench(
+    entries: Annotated[int, typer.Option(help="Entries in the pre-filled stream.")] = 200_000,
+    devices: Annotated[int, typer.Option(help="Simulated devices.")] = 2_000,
+    latency_seconds: Annotated[
+        float, typer.Option(help="Length of the latency run (0: skip).")
+    ] = 60.0,
+    latency_rate: Annotated[int, typer.Option(help="Positions/s in the latency run.")] = 2_000,
+    repeats: Annotated[int, typer.Option(help="Repeats of the write measurements.")] = 2,
+    output: Annotated[Path, typer.Option(help="Results as JSON.")] = Path(
+        "bench/results/latest.json"
+    ),
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
+) -> None:
+    """Measure throughput (vs a raw COPY ceiling and a naive peer) and latency, in one run."""
+    from processor.tools.bench.report import print_report
+    from processor.tools.bench.run import BenchConfig, run_bench
+
+    _settings()
+    config = BenchConfig(
+        entries=entries,
+        devices=devices,
+        seed=seed,
+        latency_seconds=latency_seconds,
+        latency_rate=latency_rate,
+        repeats=repeats,
+        output=output,
+    )
+    result = _run(run_bench(config, lambda text: console.print(f"[dim]· {text}[/]")))
+    print_report(result, console)
+    console.print(f"results written to {output}")
 
 
 def _register_optional() -> None:

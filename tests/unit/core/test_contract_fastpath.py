@@ -46,7 +46,11 @@ def test_mutated_records_agree(case: tuple[str, bytes]) -> None:
     st.dictionaries(
         st.text(min_size=1, max_size=8),
         st.recursive(
-            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(),
             lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
             max_leaves=8,
         ),
