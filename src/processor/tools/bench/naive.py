@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 import redis
 
+from processor.tools.bench.rss import peak_rss_mb
+
 INSERT = (
     "INSERT INTO telemetry.positions (device_id, ts, received_at, latitude, longitude, altitude,"
     " heading, speed, satellites, priority, event_io_id, codec, fix_valid, io, stream_id)"
@@ -93,7 +95,7 @@ def main(database_url: str, redis_url: str, stream: str, group: str) -> None:
             {
                 "wall_s": wall,
                 "cpu_s": usage.ru_utime + usage.ru_stime,
-                "max_rss_mb": usage.ru_maxrss / 1024,
+                "max_rss_mb": peak_rss_mb(),
                 "parsed": stored,
             }
         )

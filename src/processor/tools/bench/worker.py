@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import signal
 import sys
 import time
@@ -19,6 +18,7 @@ from processor.core.position import Position
 from processor.core.settings import load_settings
 from processor.observability.metrics import Metrics
 from processor.storage.writer import PositionWriter, WriteResult
+from processor.tools.bench.rss import peak_rss_mb
 
 
 class LatencyRecorder:
@@ -57,7 +57,7 @@ async def main(latency: bool) -> dict[str, float]:
         "clean": float(clean),
         "wall_s": (last_commit - started) if last_commit else float("nan"),
         "cpu_s": cpu,
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "max_rss_mb": peak_rss_mb(),
         "inserted": metrics.registry.get_sample_value("processor_positions_inserted_total") or 0.0,
     }
     if recorder is not None:

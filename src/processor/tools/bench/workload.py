@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 
+import msgspec
+from redis.asyncio import Redis
+
+from processor.core.timeparse import format_ms, parse_time_ms
 from processor.tools.simulator.event import load_event
-from processor.tools.simulator.generator import GeneratorConfig, Simulation
-from processor.tools.simulator.sink import Pace, write_entries
+from processor.tools.simulator.generator import Entry, GeneratorConfig, Simulation
 
 Fields = dict[bytes, bytes]
 
@@ -21,13 +25,54 @@ def bench_entries(*, devices: int, count: int, seed: int) -> list[Fields]:
 async def produce_realtime(
     redis_url: str, stream: str, *, rate: int, seconds: float, seed: int
 ) -> int:
-    """`rate` devices at 1 Hz, in real time, with received_at aligned to the wall clock."""
+    """`rate` devices at 1 Hz for `seconds`, each entry XADDed at its received_at.
+
+    The run is shifted so received_at is the wall clock, and entries are sent by the
+    wall clock (not paced relative to the first one), so received_at → commit measures
+    the processor and nothing else. All cars start at once: a steady `rate` per second.
+    """
     event = load_event()
-    probe = Simulation(event, GeneratorConfig(devices=rate, seed=seed))
-    first = next(iter(probe.entries()))
-    shift = time.time_ns() // 1_000_000 + 300 - first.received_ms
-    simulation = Simulation(event, GeneratorConfig(devices=rate, seed=seed, time_shift_ms=shift))
-    end_ms = first.received_ms + shift + int(seconds * 1000)
-    entries = itertools.takewhile(lambda e: e.received_ms < end_ms, simulation.entries())
-    result = await write_entries(entries, url=redis_url, stream=stream, pace=Pace(1.0))
-    return result.written
+    generated = Simulation(
+        event, GeneratorConfig(devices=rate, seed=seed, start_interval_s=0.0)
+    ).entries()
+    first = next(generated)
+    entries = itertools.chain([first], generated)
+    client = Redis.from_url(redis_url)
+    sent = 0
+    try:
+        # Align the simulated clock with the wall clock once generation is ready.
+        shift = time.time_ns() // 1_000_000 + 200 - first.received_ms
+        end_ms = first.received_ms + int(seconds * 1000)
+        pending: list[Entry] = []
+        for entry in entries:
+            if entry.received_ms >= end_ms:
+                break
+            due_ms = entry.received_ms + shift
+            delay = due_ms / 1000 - time.time()
+            if delay > 0.005 and pending:
+                sent += await _send(client, stream, pending, shift)
+                delay = due_ms / 1000 - time.time()
+            if delay > 0.005:
+                await asyncio.sleep(delay)
+            pending.append(entry)
+        sent += await _send(client, stream, pending, shift)
+    finally:
+        await client.aclose()
+    return sent
+
+
+async def _send(client: Redis, stream: str, entries: list[Entry], shift: int) -> int:
+    """XADD with payload times moved by `shift`, i.e. onto the wall clock."""
+    pipe = client.pipeline(transaction=False)
+    for entry in entries:
+        payload = msgspec.json.decode(entry.payload)
+        for key in ("timestamp", "received_at"):
+            value = payload.get(key)
+            if isinstance(value, str):
+                payload[key] = format_ms(parse_time_ms(value) + shift)
+        pipe.xadd(stream, {b"v": b"1", b"payload": msgspec.json.encode(payload)})
+    count = len(entries)
+    if count:
+        await pipe.execute()
+    entries.clear()
+    return count
