@@ -119,7 +119,7 @@ def test_readyz_follows_postgresql(settings: Settings, database_url: str) -> Non
                 started = time.monotonic()
                 assert wait_for(lambda: get(port, "/readyz")[0] == 503, 20), proc.output()
                 assert time.monotonic() - started < 10
-                status, body = get(port, "/readyz")
+                _, body = get(port, "/readyz")
                 assert '"postgres":"error' in body
                 assert '"redis":"ok"' in body
                 assert get(port, "/healthz")[0] == 200  # alive, just not ready
