@@ -21,6 +21,31 @@ def _drop_secrets(
     return event_dict
 
 
+class _StderrLogger:
+    """Writes to whatever `sys.stderr` is at call time (test runners swap it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _stderr_logger_factory(*_: object) -> _StderrLogger:
+    return _StderrLogger()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stdlib handler that follows `sys.stderr` too."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: object) -> None:
+        pass
+
+
 def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto", level: str = "INFO"
 ) -> None:
@@ -44,10 +69,10 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer)
     )

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     notice_maxlen: PositiveInt = 100_000
     dlq_maxlen: PositiveInt = 1_000_000
 
+    domain_group: str = Field("domain", min_length=1)
+    domain_read_count: PositiveInt = 100
+    domain_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+
     read_count: PositiveInt = 1000
     block_ms: PositiveInt = 1000
     claim_idle_ms: PositiveInt = 60_000

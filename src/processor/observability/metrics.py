@@ -135,6 +135,27 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.domain_notices = Counter(
+            "processor_domain_notices",
+            "Committed notices handled and acknowledged by the domain stage.",
+            registry=r,
+        )
+        self.domain_windows = Counter(
+            "processor_domain_windows",
+            "Device windows recomputed by the domain stage.",
+            registry=r,
+        )
+        self.domain_failures = Counter(
+            "processor_domain_failures",
+            "Domain batches that failed and will be retried (notices left pending).",
+            registry=r,
+        )
+        self.domain_window_duration = Histogram(
+            "processor_domain_window_duration_seconds",
+            "Time to recompute one device window (read, compute, write, commit).",
+            buckets=_WRITE_BUCKETS,
+            registry=r,
+        )
         self.last_commit = Gauge(
             "processor_last_commit_timestamp_seconds",
             "Unix time of the last committed batch.",

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import asyncpg.pool
 
 from processor.core.settings import Settings
 
 STAGE_TABLE = "positions_stage"
+# What code that runs queries accepts: a plain connection or one lent by a pool.
+DbConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 _PG_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z, PostgreSQL's timestamp origin
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 

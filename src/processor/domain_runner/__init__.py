@@ -1,0 +1,6 @@
+"""The domain stage: committed notices in, domain outputs recomputed from stored positions.
+
+Wiring between the core's notices and the pure `processor.domain` functions. It runs on
+its own consumer group of the notice stream, so it lags, fails and retries without ever
+touching the core (DESIGN rule 1).
+"""

@@ -1,0 +1,57 @@
+"""Reading a device's fixes for a window, plus the fix just before and just after it.
+
+The neighbours let the domain re-cut the segments that cross the window's edges, so a
+late record changes exactly the segments it falls into.
+"""
+
+from __future__ import annotations
+
+from processor.core.position import Position
+from processor.storage.pool import DbConnection
+
+_COLUMNS = (
+    "device_id, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, "
+    "(extract(epoch FROM received_at) * 1000)::bigint AS received_ms, latitude, longitude, "
+    "altitude, heading, speed, satellites, priority, event_io_id, codec, fix_valid, stream_id"
+)
+_WINDOW_SQL = f"""
+(SELECT {_COLUMNS} FROM telemetry.positions
+  WHERE device_id = $1 AND ts < to_timestamp($2 / 1000.0) AND fix_valid
+  ORDER BY ts DESC LIMIT 1)
+UNION ALL
+(SELECT {_COLUMNS} FROM telemetry.positions
+  WHERE device_id = $1 AND ts >= to_timestamp($2 / 1000.0) AND ts <= to_timestamp($3 / 1000.0)
+  ORDER BY ts)
+UNION ALL
+(SELECT {_COLUMNS} FROM telemetry.positions
+  WHERE device_id = $1 AND ts > to_timestamp($3 / 1000.0) AND fix_valid
+  ORDER BY ts LIMIT 1)
+"""
+
+
+async def read_window(
+    conn: DbConnection, device_id: str, start_ms: int, end_ms: int
+) -> list[Position]:
+    """Fixes of the window in time order, with the valid fix before and after it."""
+    rows = await conn.fetch(_WINDOW_SQL, device_id, start_ms, end_ms)
+    fixes = [
+        Position(
+            device_id=r["device_id"],
+            ts_ms=r["ts_ms"],
+            received_at_ms=r["received_ms"],
+            latitude=r["latitude"],
+            longitude=r["longitude"],
+            fix_valid=r["fix_valid"],
+            stream_id=r["stream_id"],
+            priority=r["priority"],
+            codec=r["codec"],
+            altitude=r["altitude"],
+            heading=r["heading"],
+            speed=r["speed"],
+            satellites=r["satellites"],
+            event_io_id=r["event_io_id"],
+        )
+        for r in rows
+    ]
+    fixes.sort(key=lambda p: p.ts_ms)
+    return fixes

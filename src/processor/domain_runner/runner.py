@@ -1,0 +1,200 @@
+"""The domain stage's loop: notices → per-device windows → handler, acknowledged after.
+
+At-least-once: a notice is acknowledged only when every window it names was handled
+and committed; handlers are idempotent (deterministic keys, upserts), so a replay
+converges. Work on one device is serialized across instances by a transaction-scoped
+PostgreSQL advisory lock. A notice that keeps failing goes to the notice stream's
+dead letters after `max_deliveries`, so one bad device cannot stall the stage forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import asyncpg
+import structlog
+from redis.exceptions import RedisError
+
+from processor.core.backoff import Backoff
+from processor.core.position import Position, Reason, Rejection
+from processor.core.settings import Settings
+from processor.domain_runner.fixes import read_window
+from processor.domain_runner.notices import NoticeError, Window, merge_windows, parse_notice
+from processor.observability.metrics import Metrics
+from processor.storage.pool import DbConnection
+from processor.stream.client import DeadLetter, Entry, StreamClient, is_nogroup
+
+log = structlog.get_logger(__name__)
+
+
+class WindowHandler(Protocol):
+    """Recompute one device's outputs for a window, inside the caller's transaction."""
+
+    async def __call__(
+        self, conn: DbConnection, window: Window, fixes: Sequence[Position]
+    ) -> None: ...
+
+
+def notice_settings(settings: Settings) -> Settings:
+    """The same settings, pointed at the notice stream and the domain's group."""
+    return settings.model_copy(
+        update={
+            "stream": settings.notice_stream,
+            "group": settings.domain_group,
+            "dlq_stream": f"{settings.notice_stream}:dlq",
+            "notices_enabled": False,
+        }
+    )
+
+
+class DomainRunner:
+    """Consumes committed notices and calls the handler per device window."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stream: StreamClient,
+        pool: asyncpg.Pool,
+        handler: WindowHandler,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.stream = stream
+        self.pool = pool
+        self.handler = handler
+        self.metrics = metrics
+        self._stop = asyncio.Event()
+        self._backoff = Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000)
+        self.last_progress = time.monotonic()
+        self.running = False
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        self.running = True
+        try:
+            await self._ensure_group()
+            cursor = "0"  # this consumer's own pending notices first
+            while not self._stop.is_set():
+                try:
+                    entries = await self.stream.read(
+                        cursor, self.settings.domain_read_count, self.settings.block_ms
+                    )
+                except RedisError as exc:
+                    if is_nogroup(exc):
+                        await self._ensure_group()
+                    else:
+                        await self._pause("read", exc)
+                    continue
+                self.last_progress = time.monotonic()
+                if not entries:
+                    if cursor != ">":
+                        cursor = ">"
+                        continue
+                    if until_idle:
+                        return
+                    await self._claim()
+                    continue
+                if cursor != ">":
+                    cursor = entries[-1][0]
+                await self._handle(entries, pending=cursor != ">")
+        finally:
+            self.running = False
+
+    async def _ensure_group(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.stream.ensure_group()
+                return
+            except RedisError as exc:
+                await self._pause("ensure_group", exc)
+
+    async def _claim(self) -> None:
+        try:
+            _, entries, _ = await self.stream.autoclaim(
+                self.settings.claim_idle_ms, "0-0", self.settings.domain_read_count
+            )
+        except RedisError as exc:
+            await self._pause("xautoclaim", exc)
+            return
+        if entries:
+            await self._handle(entries, pending=True)
+
+    async def _handle(self, entries: list[Entry], *, pending: bool) -> None:
+        counts: dict[str, int] = {}
+        if pending:
+            try:
+                counts = await self.stream.delivery_counts([e[0] for e in entries])
+            except RedisError as exc:
+                await self._pause("xpending", exc)
+                return
+        windows: list[Window] = []
+        ack: list[str] = []
+        letters: list[DeadLetter] = []
+        for entry_id, fields in entries:
+            deliveries = counts.get(entry_id, 1)
+            if fields is None:
+                ack.append(entry_id)
+                continue
+            if deliveries > self.settings.max_deliveries:
+                rejection = Rejection(Reason.MAX_DELIVERIES, "notice kept failing", entry_id)
+                letters.append(DeadLetter(rejection, fields, deliveries))
+                ack.append(entry_id)
+                continue
+            try:
+                windows.extend(parse_notice(fields))
+            except NoticeError as exc:
+                letters.append(
+                    DeadLetter(Rejection(Reason.MALFORMED_JSON, str(exc), entry_id), fields, 1)
+                )
+            ack.append(entry_id)
+        merged = merge_windows(windows)
+        try:
+            await self._process(merged)
+        except Exception as exc:
+            # Not acknowledged: the notices are re-read (own pending) or claimed later.
+            self.metrics.domain_failures.inc()
+            log.error("domain_window_failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            await asyncio.sleep(self._backoff.next_delay())
+            return
+        self._backoff.reset()
+        try:
+            await self.stream.finish(ack, letters, None)
+        except RedisError as exc:
+            await self._pause("ack", exc)
+            return
+        self.metrics.domain_notices.inc(len(ack))
+        self.metrics.domain_windows.inc(len(merged))
+
+    async def _process(self, windows: list[Window]) -> None:
+        limit = asyncio.Semaphore(self.settings.domain_concurrency)
+
+        async def one(window: Window) -> None:
+            async with limit:
+                started = time.perf_counter()
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", window.device_id
+                    )
+                    fixes = await read_window(
+                        conn, window.device_id, window.start_ms, window.end_ms
+                    )
+                    await self.handler(conn, window, fixes)
+                self.metrics.domain_window_duration.observe(time.perf_counter() - started)
+
+        results = await asyncio.gather(*(one(w) for w in windows), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _pause(self, operation: str, exc: BaseException) -> None:
+        self.metrics.redis_errors.labels(f"domain_{operation}").inc()
+        delay = self._backoff.next_delay()
+        log.warning(
+            "domain_redis_error", operation=operation, error=str(exc), retry_in_s=round(delay, 3)
+        )
+        await asyncio.sleep(delay)
