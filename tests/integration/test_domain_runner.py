@@ -1,0 +1,106 @@
+"""The domain stage consumes committed notices on its own group, apart from the core."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from processor.core.position import Position
+from processor.core.settings import Settings
+from processor.domain_runner.notices import Window
+from processor.domain_runner.runner import DomainRunner, notice_settings
+from processor.observability.metrics import Metrics
+from processor.storage.pool import DbConnection, create_pool
+from processor.stream.client import StreamClient, connect
+from tests.entries import BASE_MS, entry
+from tests.integration.test_pipeline import add_all, drain
+
+pytestmark = pytest.mark.integration
+
+
+class Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[Window, list[int]]] = []
+        self.fail = fail
+
+    async def __call__(self, conn: DbConnection, window: Window, fixes: Sequence[Position]) -> None:
+        if self.fail:
+            raise RuntimeError("domain is broken")
+        self.calls.append((window, [p.ts_ms for p in fixes]))
+
+
+async def run_domain(
+    settings: Settings, handler: Recorder, metrics: Metrics, seconds: float | None = None
+) -> None:
+    domain_settings = notice_settings(settings)
+    redis = connect(domain_settings)
+    pool = await create_pool(settings)
+    try:
+        runner = DomainRunner(
+            domain_settings, StreamClient(redis, domain_settings), pool, handler, metrics
+        )
+        if seconds is None:
+            await asyncio.wait_for(runner.run(until_idle=True), 30)
+        else:
+            task = asyncio.create_task(runner.run())
+            await asyncio.sleep(seconds)
+            runner.stop()
+            await asyncio.wait_for(task, 10)
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
+async def test_windows_cover_stored_positions_with_neighbours_and_late_data_recuts(
+    settings: Settings, redis_client: aioredis.Redis, db: asyncpg.Connection
+) -> None:
+    await add_all(
+        redis_client, settings.stream, [entry("D1", BASE_MS + s * 1000) for s in range(0, 100)]
+    )
+    await drain(settings)
+    first = Recorder()
+    await run_domain(settings, first, Metrics())
+    covered = sorted({ts for _, fixes in first.calls for ts in fixes})
+    assert covered == [BASE_MS + s * 1000 for s in range(100)]
+
+    await add_all(redis_client, settings.stream, [entry("D1", BASE_MS + 50_500)])
+    await drain(settings)
+    late = Recorder()
+    await run_domain(settings, late, Metrics())
+    assert late.calls == [
+        (
+            Window("D1", BASE_MS + 50_500, BASE_MS + 50_500),
+            [BASE_MS + 50_000, BASE_MS + 50_500, BASE_MS + 51_000],
+        )
+    ]
+    pending = await redis_client.xpending(settings.notice_stream, settings.domain_group)
+    assert pending["pending"] == 0
+
+
+async def test_core_stores_everything_while_the_domain_stage_fails(
+    settings: Settings, redis_client: aioredis.Redis, db: asyncpg.Connection
+) -> None:
+    entries = [entry(f"F{d}", BASE_MS + s * 1000) for d in range(20) for s in range(250)]
+    await add_all(redis_client, settings.stream, entries)
+    domain_metrics = Metrics()
+    failing = asyncio.create_task(
+        run_domain(settings, Recorder(fail=True), domain_metrics, seconds=4)
+    )
+    core_metrics = await drain(settings)
+    await failing
+    assert await db.fetchval("SELECT count(*) FROM telemetry.positions") == 5000
+    assert (await redis_client.xpending(settings.stream, settings.group))["pending"] == 0
+    assert core_metrics.registry.get_sample_value("processor_positions_inserted_total") == 5000
+    assert (domain_metrics.registry.get_sample_value("processor_domain_failures_total") or 0) >= 1
+    assert domain_metrics.registry.get_sample_value("processor_domain_notices_total") == 0
+    # The failed notices are still there, pending for the domain group, to be retried.
+    domain_pending = await redis_client.xpending(settings.notice_stream, settings.domain_group)
+    assert domain_pending["pending"] > 0
+    recovered = Recorder()
+    await run_domain(settings, recovered, Metrics())
+    devices = {w.device_id for w, _ in recovered.calls}
+    assert devices == {f"F{d}" for d in range(20)}
