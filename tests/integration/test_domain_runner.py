@@ -59,7 +59,7 @@ async def test_windows_cover_stored_positions_with_neighbours_and_late_data_recu
     settings: Settings, redis_client: aioredis.Redis, db: asyncpg.Connection
 ) -> None:
     await add_all(
-        redis_client, settings.stream, [entry("D1", BASE_MS + s * 1000) for s in range(0, 100)]
+        redis_client, settings.stream, [entry("D1", BASE_MS + s * 1000) for s in range(100)]
     )
     await drain(settings)
     first = Recorder()
