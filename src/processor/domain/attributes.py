@@ -39,9 +39,7 @@ class MappingTable:
         self._by_model: dict[str, dict[str, IoMapping]] = {}
         for row in self.rows:
             self._by_model.setdefault(row.model, {})[str(row.io_id)] = row
-        digest = hashlib.sha256(
-            msgspec.json.encode([msgspec.structs.asdict(_Row(*_fields(r))) for r in self.rows])
-        )
+        digest = hashlib.sha256(msgspec.json.encode([_fields(r) for r in self.rows]))
         self.version = digest.hexdigest()[:16]
 
     def for_model(self, model: str | None) -> dict[str, IoMapping]:
