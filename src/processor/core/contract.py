@@ -29,6 +29,9 @@ from processor.core.timeparse import (
 CONTRACT_VERSION = b"1"
 MAX_PAYLOAD_BYTES = 64 * 1024
 GPS_WEEK_ROLLOVER_MS = 1024 * 7 * 86_400_000
+# A record this close to a whole number of 1024-week cycles before its receipt is a
+# receiver's week-number rollover, not a buffered record (trackers buffer days, not decades).
+ROLLOVER_TOLERANCE_MS = 7 * 86_400_000
 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _IO_ID = re.compile(r"0|[1-9][0-9]{0,4}")
@@ -71,6 +74,15 @@ class _FaultError(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+def week_rollovers(ts_ms: int, received_ms: int) -> int:
+    """How many 1024-week GPS cycles `ts_ms` lags `received_ms` by (0: none, or not close)."""
+    lag = received_ms - ts_ms
+    cycles = round(lag / GPS_WEEK_ROLLOVER_MS)
+    if cycles >= 1 and abs(lag - cycles * GPS_WEEK_ROLLOVER_MS) <= ROLLOVER_TOLERANCE_MS:
+        return cycles
+    return 0
 
 
 def entry_time_ms(entry_id: str) -> int:
@@ -128,6 +140,8 @@ def _decode_fast(entry_id: str, payload: bytes, options: DecodeOptions) -> Posit
         return None
     if not MIN_VALID_MS <= ts_ms <= received_ms + options.max_future_ms:
         return None
+    if received_ms - ts_ms > GPS_WEEK_ROLLOVER_MS - ROLLOVER_TOLERANCE_MS:
+        return None  # a possible week-number rollover: the general path decides
     io: dict[str, IoValue] = {}
     raw_io = doc.io
     if raw_io:
@@ -329,11 +343,17 @@ def _validate(entry_id: str, v: dict[str, Any], options: DecodeOptions) -> Posit
         raise _FaultError(Reason.INVALID_FIELD, "codec must be one of '8', '8E', '16'")
     io = _io(v.get("io"))
 
+    rollovers = week_rollovers(ts_ms, received_ms)
+    if rollovers:
+        if not options.correct_week_rollover:
+            raise _FaultError(
+                Reason.TIMESTAMP_OUT_OF_RANGE,
+                f"timestamp is {rollovers}x1024 GPS weeks before received_at "
+                "(week-number rollover; PROCESSOR_CORRECT_WEEK_ROLLOVER=true corrects it)",
+            )
+        ts_ms += rollovers * GPS_WEEK_ROLLOVER_MS
     if ts_ms < MIN_VALID_MS:
-        if options.correct_week_rollover and ts_ms + GPS_WEEK_ROLLOVER_MS >= MIN_VALID_MS:
-            ts_ms += GPS_WEEK_ROLLOVER_MS
-        else:
-            raise _FaultError(Reason.TIMESTAMP_OUT_OF_RANGE, "timestamp before 2000-01-01")
+        raise _FaultError(Reason.TIMESTAMP_OUT_OF_RANGE, "timestamp before 2000-01-01")
     if ts_ms > received_ms + options.max_future_ms:
         raise _FaultError(
             Reason.TIMESTAMP_OUT_OF_RANGE,

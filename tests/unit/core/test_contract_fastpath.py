@@ -93,3 +93,47 @@ def test_times_the_two_parsers_could_disagree_on() -> None:
                 }
             )
         )
+
+
+ROLLOVER_MS = 1024 * 7 * 86_400_000
+
+
+def _at(ts_ms: int) -> dict[bytes, bytes]:
+    received = 1_777_629_600_412
+    return _entry(
+        _dumps(
+            {
+                "device_id": "WR1",
+                "timestamp": ts_ms,
+                "received_at": received,
+                "latitude": 54.6,
+                "longitude": 25.2,
+            }
+        )
+    )
+
+
+def test_week_rollover_is_rejected_by_default_and_corrected_on_request() -> None:
+    from processor.core.contract import DecodeOptions
+    from processor.core.position import Position, Rejection
+
+    true_ts = 1_777_629_590_000
+    fields = _at(true_ts - ROLLOVER_MS)
+    rejected = decode_entry(ENTRY_ID, fields)
+    assert isinstance(rejected, Rejection)
+    assert rejected.reason.value == "timestamp_out_of_range"
+    assert "rollover" in rejected.detail
+    corrected = decode_entry(ENTRY_ID, fields, DecodeOptions(correct_week_rollover=True))
+    assert isinstance(corrected, Position)
+    assert corrected.ts_ms == true_ts
+    assert decode_entry(ENTRY_ID, fields, fast=False) == rejected
+
+
+def test_old_records_that_are_not_a_rollover_are_stored() -> None:
+    from processor.core.position import Position
+
+    ten_days = 10 * 86_400_000
+    assert isinstance(decode_entry(ENTRY_ID, _at(1_777_629_600_000 - ten_days)), Position)
+    # 1024 weeks and a month before: far from a whole cycle, an ordinary (old) record.
+    not_a_cycle = 1_777_629_600_000 - ROLLOVER_MS - 30 * 86_400_000
+    assert isinstance(decode_entry(ENTRY_ID, _at(not_a_cycle)), Position)
