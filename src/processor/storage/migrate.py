@@ -156,6 +156,16 @@ def _render(sql: str, settings: Settings) -> str:
 async def apply_timescale_policies(conn: asyncpg.Connection, settings: Settings) -> None:
     """Compression and retention policies follow the settings on every migrate."""
     table = f"{SCHEMA}.positions"
+    is_hypertable = await conn.fetchval(
+        "SELECT 1 FROM timescaledb_information.hypertables"
+        " WHERE hypertable_schema = $1 AND hypertable_name = 'positions'",
+        SCHEMA,
+    )
+    if not is_hypertable:
+        # Migrated in plain mode before TimescaleDB was installed: converting a large
+        # table is an operator's decision (docs/operations.md), not a start-up side effect.
+        log.warning("positions_not_a_hypertable", hint="see docs/operations.md, TimescaleDB")
+        return
     await conn.execute("SELECT remove_compression_policy($1::regclass, if_exists => TRUE)", table)
     if settings.timescale_compress_after:
         await conn.execute(
