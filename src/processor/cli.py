@@ -226,6 +226,91 @@ def bench(
     console.print(f"results written to {output}")
 
 
+@app.command()
+def status(
+    watch: Annotated[
+        float | None,
+        typer.Option("--watch", min=0.5, help="Refresh every N seconds until Ctrl-C."),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="The snapshot as JSON (with --watch: one line each).")
+    ] = False,
+) -> None:
+    """Stream, group, consumers, dead letters and stored positions, from Redis and PostgreSQL.
+
+    Exits 1 when a store could not be read (the snapshot still shows the other one).
+    """
+    from processor.tools.status import show_status
+
+    settings = _settings()
+    try:
+        code = _run(show_status(settings, console, watch_s=watch, as_json=json_output))
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    devices: Annotated[int, typer.Option(min=1, help="Simulated cars.")] = 20,
+    speed: Annotated[str, typer.Option(help="realtime, max, or xN (e.g. x10).")] = "x10",
+    duration_s: Annotated[float, typer.Option(min=1.0, help="Stop after this long.")] = 60.0,
+    stream: Annotated[
+        str, typer.Option(help="Stream key of the demo (never the real stream).")
+    ] = "demo:positions",
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
+    start_interval_s: Annotated[
+        float, typer.Option(min=0.0, help="Gap between starting cars (simulated time).")
+    ] = 15.0,
+    duplicate_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.99, help="Re-sent copies per record.")
+    ] = 0.02,
+    offline_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.99, help="Records uploaded late, newest first.")
+    ] = 0.03,
+    nofix_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.99, help="Records without a GPS fix.")
+    ] = 0.01,
+    malformed_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.99, help="Records replaced by contract violations.")
+    ] = 0.005,
+) -> None:
+    """Run the processor fed by the simulator, in-process, with a live view, then summarise."""
+    import os
+
+    from processor.tools.demo import DemoError, DemoOptions, demo_settings, run_demo
+    from processor.tools.simulator.sink import Pace
+
+    try:
+        settings = demo_settings(_settings(), stream)
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if "PROCESSOR_LOG_LEVEL" not in os.environ:  # the live view says it all; keep warnings
+        configure_logging(settings.log_format, "WARNING")
+    try:
+        Pace.parse(speed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--speed") from None
+    options = DemoOptions(
+        devices=devices,
+        speed=speed,
+        duration_s=duration_s,
+        seed=seed,
+        start_interval_s=start_interval_s,
+        duplicate_rate=duplicate_rate,
+        offline_rate=offline_rate,
+        nofix_rate=nofix_rate,
+        malformed_rate=malformed_rate,
+    )
+    try:
+        _run(run_demo(settings, options, console, handle_signals=True))
+    except DemoError as exc:
+        typer.echo(f"demo: {exc}", err=True)
+        typer.echo("start the services with scripts/bootstrap.sh", err=True)
+        raise typer.Exit(1) from None
+
+
 def _register_optional() -> None:
     """Tools that live in their own modules register here."""
     try:
