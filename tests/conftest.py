@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -18,6 +19,9 @@ ADMIN_URL = os.environ.get(
     "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+DIRECTUS_FIXTURE = (
+    Path(__file__).resolve().parents[1] / "src" / "processor" / "storage" / "directus_fixture.sql"
+)
 
 
 def _with_database(url: str, name: str) -> str:
@@ -41,6 +45,8 @@ def database_url() -> Iterator[str]:
         conn = await asyncpg.connect(url)
         try:
             await migrate(conn, load_settings(database_url=url))
+            # The Directus collections, as Directus would create them (test tooling only).
+            await conn.execute(DIRECTUS_FIXTURE.read_text())
         finally:
             await conn.close()
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from processor.core.position import Position
 from processor.core.settings import Settings
+from processor.domain_runner.fixes import read_range
 from processor.domain_runner.notices import Window
 from processor.domain_runner.runner import DomainRunner, notice_settings
 from processor.observability.metrics import Metrics
@@ -27,9 +26,10 @@ class Recorder:
         self.calls: list[tuple[Window, list[int]]] = []
         self.fail = fail
 
-    async def __call__(self, conn: DbConnection, window: Window, fixes: Sequence[Position]) -> None:
+    async def __call__(self, conn: DbConnection, window: Window) -> None:
         if self.fail:
             raise RuntimeError("domain is broken")
+        fixes = await read_range(conn, window.device_id, window.start_ms, window.end_ms)
         self.calls.append((window, [p.ts_ms for p in fixes]))
 
 

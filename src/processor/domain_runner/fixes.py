@@ -1,10 +1,14 @@
-"""Reading a device's fixes for a window, plus the fix just before and just after it.
+"""Reading a device's fixes for a time range, plus the fix just before and just after it.
 
-The neighbours let the domain re-cut the segments that cross the window's edges, so a
+The neighbours let the domain re-cut the segments that cross the range's edges, so a
 late record changes exactly the segments it falls into.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+import msgspec
 
 from processor.core.position import Position
 from processor.storage.pool import DbConnection
@@ -12,9 +16,10 @@ from processor.storage.pool import DbConnection
 _COLUMNS = (
     "device_id, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, "
     "(extract(epoch FROM received_at) * 1000)::bigint AS received_ms, latitude, longitude, "
-    "altitude, heading, speed, satellites, priority, event_io_id, codec, fix_valid, stream_id"
+    "altitude, heading, speed, satellites, priority, event_io_id, codec, fix_valid, stream_id, "
+    "io::text AS io"
 )
-_WINDOW_SQL = f"""
+_RANGE_SQL = f"""
 (SELECT {_COLUMNS} FROM telemetry.positions
   WHERE device_id = $1 AND ts < to_timestamp($2 / 1000.0) AND fix_valid
   ORDER BY ts DESC LIMIT 1)
@@ -27,13 +32,17 @@ UNION ALL
   WHERE device_id = $1 AND ts > to_timestamp($3 / 1000.0) AND fix_valid
   ORDER BY ts LIMIT 1)
 """
+_decode_io = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-async def read_window(
+async def read_range(
     conn: DbConnection, device_id: str, start_ms: int, end_ms: int
 ) -> list[Position]:
-    """Fixes of the window in time order, with the valid fix before and after it."""
-    rows = await conn.fetch(_WINDOW_SQL, device_id, start_ms, end_ms)
+    """Fixes with start <= ts <= end in time order, with the valid fix before and after.
+
+    `io` comes back as stored: integers, byte strings as hex text.
+    """
+    rows = await conn.fetch(_RANGE_SQL, device_id, start_ms, end_ms)
     fixes = [
         Position(
             device_id=r["device_id"],
@@ -50,6 +59,7 @@ async def read_window(
             speed=r["speed"],
             satellites=r["satellites"],
             event_io_id=r["event_io_id"],
+            io=_decode_io(r["io"]),
         )
         for r in rows
     ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from typing import Protocol
 
 import asyncpg
@@ -19,9 +18,8 @@ import structlog
 from redis.exceptions import RedisError
 
 from processor.core.backoff import Backoff
-from processor.core.position import Position, Reason, Rejection
+from processor.core.position import Reason, Rejection
 from processor.core.settings import Settings
-from processor.domain_runner.fixes import read_window
 from processor.domain_runner.notices import NoticeError, Window, merge_windows, parse_notice
 from processor.observability.metrics import Metrics
 from processor.storage.pool import DbConnection
@@ -31,11 +29,10 @@ log = structlog.get_logger(__name__)
 
 
 class WindowHandler(Protocol):
-    """Recompute one device's outputs for a window, inside the caller's transaction."""
+    """Recompute one device's outputs for a window of changed fixes, inside the caller's
+    transaction (which holds the device's advisory lock). It reads what it needs."""
 
-    async def __call__(
-        self, conn: DbConnection, window: Window, fixes: Sequence[Position]
-    ) -> None: ...
+    async def __call__(self, conn: DbConnection, window: Window) -> None: ...
 
 
 def notice_settings(settings: Settings) -> Settings:
@@ -180,10 +177,7 @@ class DomainRunner:
                     await conn.execute(
                         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", window.device_id
                     )
-                    fixes = await read_window(
-                        conn, window.device_id, window.start_ms, window.end_ms
-                    )
-                    await self.handler(conn, window, fixes)
+                    await self.handler(conn, window)
                 self.metrics.domain_window_duration.observe(time.perf_counter() - started)
 
         results = await asyncio.gather(*(one(w) for w in windows), return_exceptions=True)

@@ -1,0 +1,133 @@
+"""The Directus configuration, read with SQL (read-only), cached, refreshed on change.
+
+Rows come from schema `public` (Directus's); nothing here writes there. A refresh reads
+the small configuration tables and rebuilds only when their content hash changed, so an
+edit in Directus Studio is picked up within `PROCESSOR_CONFIG_REFRESH_S` without a
+restart. Bad rows are skipped and logged with the row that caused them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+
+from processor.domain.attributes import IoMapping, MappingTable
+from processor.domain.config import DomainConfig, RowError, load_rows
+from processor.domain.geofences import GeofenceIndex
+from processor.storage.pool import DbConnection
+
+log = structlog.get_logger(__name__)
+
+_QUERIES = {
+    "events": (
+        "SELECT id, name, starts_at, ends_at, timezone, status FROM public.events ORDER BY id"
+    ),
+    "stages": (
+        "SELECT id, event, name, sequence, opens_at, closes_at, status, max_time_s, route"
+        " FROM public.stages ORDER BY id"
+    ),
+    "geofences": (
+        "SELECT id, event, stage, kind, name, geometry, direction, radius_m, speed_limit_kmh,"
+        " sequence FROM public.geofences ORDER BY id"
+    ),
+    "entries": (
+        "SELECT e.id, e.event, e.number, e.crew_name, e.class, e.status, d.imei, d.model"
+        " FROM public.entries e JOIN public.devices d ON d.id = e.device ORDER BY e.id"
+    ),
+    "devices": "SELECT imei, model FROM public.devices ORDER BY id",
+    "io_mappings": (
+        "SELECT model, io_id, name, type, multiplier::float8 AS multiplier, unit"
+        " FROM public.io_mappings ORDER BY id"
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRef:
+    """A competitor of an event and the tracker it carries."""
+
+    id: int
+    event: int
+    number: int
+    crew_name: str
+    klass: str | None
+    status: str
+    imei: str
+    model: str
+
+
+@dataclass
+class Snapshot:
+    """One consistent view of the configuration."""
+
+    config: DomainConfig
+    index: GeofenceIndex | None
+    entries_by_device: dict[str, list[EntryRef]]
+    models: dict[str, str]
+    mappings: MappingTable
+    errors: list[RowError] = field(default_factory=list)
+    fingerprint: str = ""
+
+    def entries_of(self, device_id: str) -> list[EntryRef]:
+        return self.entries_by_device.get(device_id, [])
+
+
+class ConfigSource:
+    """Loads the configuration and keeps it fresh."""
+
+    def __init__(self, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self.snapshot: Snapshot | None = None
+        self._checked = 0.0
+
+    async def current(self, conn: DbConnection) -> Snapshot:
+        """The snapshot, re-read when older than the refresh interval and changed."""
+        now = time.monotonic()
+        if self.snapshot is None or now - self._checked >= self.refresh_s:
+            rows = {
+                name: [dict(r) for r in await conn.fetch(sql)] for name, sql in _QUERIES.items()
+            }
+            fingerprint = hashlib.sha256(msgspec.json.encode(rows, enc_hook=str)).hexdigest()
+            if self.snapshot is None or fingerprint != self.snapshot.fingerprint:
+                self.snapshot = build_snapshot(rows, fingerprint)
+                log.info(
+                    "configuration_loaded",
+                    geofences=len(self.snapshot.config.geofences),
+                    entries=sum(len(v) for v in self.snapshot.entries_by_device.values()),
+                    skipped_rows=len(self.snapshot.errors),
+                )
+                for error in self.snapshot.errors:
+                    log.warning("configuration_row_skipped", row=str(error))
+            self._checked = now
+        return self.snapshot
+
+
+def build_snapshot(rows: dict[str, list[dict[str, Any]]], fingerprint: str = "") -> Snapshot:
+    config, errors = load_rows(
+        events=rows["events"], stages=rows["stages"], geofences=rows["geofences"]
+    )
+    index = GeofenceIndex.from_config(config) if config.geofences else None
+    entries: dict[str, list[EntryRef]] = {}
+    for r in rows["entries"]:
+        ref = EntryRef(
+            r["id"],
+            r["event"],
+            r["number"],
+            r["crew_name"],
+            r["class"],
+            r["status"],
+            r["imei"],
+            r["model"],
+        )
+        entries.setdefault(ref.imei, []).append(ref)
+    models = {r["imei"]: r["model"] for r in rows["devices"]}
+    mappings = MappingTable(
+        IoMapping(r["model"], r["io_id"], r["name"], r["type"], r["multiplier"], r["unit"])
+        for r in rows["io_mappings"]
+    )
+    return Snapshot(config, index, entries, models, mappings, errors, fingerprint)
