@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -34,6 +34,22 @@ from processor.stream.client import DeadLetter, Entry, StreamClient, is_nogroup
 log = structlog.get_logger(__name__)
 
 _LATENCY_SAMPLES_PER_BATCH = 256
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks and wait until they have ended, cancelling again if need be.
+
+    One cancel() is not always enough on Python 3.11: `asyncio.wait_for` (which redis-py
+    uses to send every command when a socket timeout is set) swallows a cancellation that
+    arrives as the wrapped send completes, and the task carries on (CPython gh-86296,
+    fixed in 3.12). A loop such as the claimer then runs forever and so would a plain
+    `gather` after `cancel()`.
+    """
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
 
 
 class Pipeline:
@@ -61,6 +77,7 @@ class Pipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[str] = set()
         self._stop = asyncio.Event()
+        self._shutdown_deadline: float | None = None
         self._reject_log = RateLimiter(settings.log_rejections_per_s)
         self._backoff = Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000)
         self.last_progress = time.monotonic()
@@ -85,33 +102,56 @@ class Pipeline:
             asyncio.create_task(self._flush_ticker(), name="flush-ticker"),
             asyncio.create_task(self._claim_loop(), name="claimer"),
         ]
+        reading = asyncio.create_task(self._read(until_idle), name="reader")
         try:
-            await self._ensure_group()
-            await self._read_own_pending()
-            await self._read_new(until_idle=until_idle)
+            await self._until_read_or_stopped(reading)
         finally:
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await cancel_and_wait(helpers)
             clean = await self._drain()
             self.running = False
-        return clean
+        return clean and not reading.cancelled()
+
+    async def _read(self, until_idle: bool) -> None:
+        await self._ensure_group()
+        await self._read_own_pending()
+        await self._read_new(until_idle=until_idle)
+
+    async def _until_read_or_stopped(self, reading: asyncio.Task[None]) -> None:
+        """The reader ends at its next check once stopped, unless it waits for a batch slot
+        that a commit stuck on the database holds: that wait gets the shutdown timeout."""
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({reading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if self.stopping:  # one shutdown budget for the reader, the seal and the commits
+                self._shutdown_deadline = time.monotonic() + self.settings.shutdown_timeout_s
+            if not reading.done():
+                await asyncio.wait({reading}, timeout=self._shutdown_left())
+            if not reading.done():
+                log.error("shutdown_reader_stuck", waited_s=self.settings.shutdown_timeout_s)
+                await cancel_and_wait([reading])
+        finally:
+            stopped.cancel()
+            if not reading.done():  # run() itself was cancelled
+                await cancel_and_wait([reading])
+        if not reading.cancelled():
+            reading.result()  # the reader's own error, as before
+
+    def _shutdown_left(self) -> float:
+        if self._shutdown_deadline is None:
+            return float(self.settings.shutdown_timeout_s)
+        return max(0.0, self._shutdown_deadline - time.monotonic())
 
     async def _drain(self) -> bool:
         if len(self._batch):
             try:
-                await asyncio.wait_for(self._seal(), self.settings.shutdown_timeout_s)
+                await asyncio.wait_for(self._seal(), self._shutdown_left())
             except TimeoutError:
                 log.error("shutdown_seal_timeout")
         if not self._tasks:
             return True
-        done, pending = await asyncio.wait(
-            set(self._tasks), timeout=self.settings.shutdown_timeout_s
-        )
-        for task in pending:
-            task.cancel()
+        done, pending = await asyncio.wait(set(self._tasks), timeout=self._shutdown_left())
         if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_and_wait(pending)
             log.error("shutdown_timeout", unfinished_batches=len(pending))
             return False
         return all(not t.cancelled() and t.exception() is None for t in done)
@@ -225,13 +265,15 @@ class Pipeline:
         """XAUTOCLAIM idle entries of dead or stalled consumers, following the cursor to 0-0."""
         cursor = "0-0"
         while not self.stopping:
-            cursor, entries, deleted = await self.stream.autoclaim(
+            cursor, ids, deleted = await self.stream.autoclaim_ids(
                 self.settings.claim_idle_ms, cursor, self.settings.read_count
             )
             if deleted:
                 self.metrics.trimmed_pending.inc(deleted)
                 log.warning("claimed_entries_were_trimmed", count=deleted)
-            fresh = [e for e in entries if e[0] not in self._in_flight]
+            # Entries we hold in flight were only re-taken (no delivery counted); the rest
+            # are claimed for real, which counts the delivery for the poison-entry guard.
+            fresh = await self.stream.claim([i for i in ids if i not in self._in_flight])
             if fresh:
                 self.metrics.claimed.inc(len(fresh))
                 log.info("entries_claimed", count=len(fresh))
@@ -250,10 +292,11 @@ class Pipeline:
         max_rows = self.settings.batch_max_rows
         options = self.options
         observe = self.state.observe
-        in_flight = self._in_flight
+        # All of them at once: while a full batch waits for a slot, the rest of this read
+        # is held here, and the claimer must not take them from us as if abandoned.
+        self._in_flight.update(entry_id for entry_id, _ in entries)
         for entry_id, fields in entries:
             batch = self._batch
-            in_flight.add(entry_id)
             if fields is None:
                 self.metrics.trimmed_pending.inc()
                 batch.ack_ids.append(entry_id)

@@ -107,6 +107,39 @@ class StreamClient:
         deleted = len(reply[2]) if len(reply) > 2 else 0
         return next_cursor, entries, deleted
 
+    async def autoclaim_ids(
+        self, min_idle_ms: int, cursor: str, count: int
+    ) -> tuple[str, list[str], int]:
+        """XAUTOCLAIM ... JUSTID: take idle entries without counting a delivery.
+
+        The caller then `claim()`s the ones it does not already hold, which counts the
+        delivery; re-taking entries it holds in flight must not (they were not redelivered,
+        and the poison-entry guard would otherwise count every claim round of a stall).
+        """
+        reply: Any = await self.redis.execute_command(  # type: ignore[no-untyped-call]
+            "XAUTOCLAIM",
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_ms,
+            cursor,
+            "COUNT",
+            count,
+            "JUSTID",
+            **{_RAW: True},
+        )
+        deleted = len(reply[2]) if len(reply) > 2 else 0
+        return _text(reply[0]), [_text(i) for i in reply[1]], deleted
+
+    async def claim(self, ids: Sequence[str]) -> list[Entry]:
+        """XCLAIM entries this consumer already owns: their fields, one delivery counted."""
+        if not ids:
+            return []
+        reply: Any = await self.redis.execute_command(  # type: ignore[no-untyped-call]
+            "XCLAIM", self.stream, self.group, self.consumer, 0, *ids
+        )
+        return _entries(reply)
+
     async def delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
         """Delivery counts of entries this consumer holds (one XPENDING over their ID range)."""
         if not ids:
@@ -189,15 +222,21 @@ _RAW = "processor_raw_reply"
 
 
 def install_raw_reply(redis: aioredis.Redis) -> None:
-    """XREADGROUP replies pass through untouched when asked for (see `StreamClient.read`)."""
-    default = redis.response_callbacks.get("XREADGROUP")
+    """XREADGROUP and XAUTOCLAIM replies pass through untouched when asked for (see
+    `StreamClient.read`; redis-py cannot parse an XAUTOCLAIM ... JUSTID reply with its cursor)."""
+    for command in ("XREADGROUP", "XAUTOCLAIM"):
+        _raw_when_asked(redis, command)
+
+
+def _raw_when_asked(redis: aioredis.Redis, command: str) -> None:
+    default = redis.response_callbacks.get(command)
 
     def callback(response: Any, **options: Any) -> Any:
         if options.get(_RAW):
             return response
         return default(response, **options) if default else response
 
-    redis.set_response_callback("XREADGROUP", callback)
+    redis.set_response_callback(command, callback)
 
 
 def _raw_entries(raw: Iterable[Any]) -> list[Entry]:
