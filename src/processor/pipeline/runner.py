@@ -260,6 +260,11 @@ class Pipeline:
                 if not is_nogroup(exc):
                     self.metrics.redis_errors.labels("xautoclaim").inc()
                     log.warning("claim_failed", error=str(exc))
+            except Exception:
+                # Anything else is a bug, but the claimer must outlive it: without it,
+                # entries of dead consumers would wait for a restart to be stored.
+                self.metrics.redis_errors.labels("xautoclaim").inc()
+                log.exception("claim_round_crashed")
 
     async def _claim_round(self) -> None:
         """XAUTOCLAIM idle entries of dead or stalled consumers, following the cursor to 0-0."""
