@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -12,11 +13,14 @@ import structlog
 
 from processor.core.backoff import Backoff
 from processor.core.settings import Settings
+from processor.domain_runner.config_source import ConfigSource
+from processor.domain_runner.outputs import DomainOutputs
+from processor.domain_runner.runner import DomainRunner, WindowHandler, notice_settings
 from processor.observability.health import HealthProbe
 from processor.observability.http import HttpServer, build_app
 from processor.observability.metrics import Metrics
 from processor.observability.sampler import run_sampler
-from processor.pipeline.runner import Pipeline
+from processor.pipeline.runner import Pipeline, cancel_and_wait
 from processor.storage.migrate import migrate
 from processor.storage.pool import create_pool
 from processor.storage.writer import PositionWriter
@@ -74,18 +78,28 @@ def _writer(pool: asyncpg.Pool, metrics: Metrics, settings: Settings) -> Positio
     )
 
 
-async def run_processor(settings: Settings, *, until_idle: bool = False) -> int:
-    """Run one consumer until SIGTERM/SIGINT (or until the stream is drained); exit code."""
+async def run_processor(
+    settings: Settings, *, until_idle: bool = False, with_domain: bool = False
+) -> int:
+    """Run one consumer until SIGTERM/SIGINT (or until the stream is drained); exit code.
+
+    `with_domain`: the domain stage runs in the same process as an independent, supervised
+    task with its own pool and Redis client; its failures are logged and counted, never
+    propagated, and the exit code is the pipeline's alone.
+    """
     metrics = Metrics()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     pipeline: Pipeline | None = None
+    domain = DomainStage(settings, metrics) if with_domain else None
 
     def on_signal(name: str) -> None:
         log.info("shutdown_requested", signal=name)
         stop.set()
         if pipeline is not None:
             pipeline.stop()
+        if domain is not None:
+            domain.stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
@@ -110,18 +124,28 @@ async def run_processor(settings: Settings, *, until_idle: bool = False) -> int:
         port = await server.start()
         log.info("http_listening", host=settings.http_host, port=port)
     sampler = asyncio.create_task(run_sampler(stream, pool, metrics))
+    domain_task = asyncio.create_task(domain.run(), name="domain") if domain else None
     log.info(
         "processor_started",
         stream=settings.stream,
         group=settings.group,
         consumer=settings.consumer,
         write_method=settings.write_method,
+        with_domain=with_domain,
     )
     try:
         clean = await pipeline.run(until_idle=until_idle)
+        if domain is not None and until_idle and not stop.is_set():
+            # The last batches' notices are on the stream now: let the stage take them too.
+            domain.drain()
     finally:
-        sampler.cancel()
-        await asyncio.gather(sampler, return_exceptions=True)
+        if domain is not None and domain_task is not None:
+            if not domain.draining:
+                domain.stop()
+            # Draining has no deadline (SIGTERM still stops it); stopping has the shutdown's.
+            timeout = None if domain.draining else settings.shutdown_timeout_s
+            await _finish_domain(domain_task, timeout)
+        await cancel_and_wait([sampler])  # a single cancel() can be lost on Python 3.11
         if server is not None:
             await server.stop()
         with contextlib.suppress(Exception):
@@ -129,3 +153,220 @@ async def run_processor(settings: Settings, *, until_idle: bool = False) -> int:
         await redis.aclose()
     log.info("processor_stopped", clean=clean)
     return 0 if clean else 1
+
+
+class DomainStage:
+    """The domain stage as a unit: a `DomainRunner` on the notice stream, supervised.
+
+    The runner already survives what it expects (a failing window is retried with its
+    notices left pending; Redis errors are retried). Anything else that ends it — a bug,
+    a pool that cannot connect — is logged, counted (`processor_domain_restarts_total`)
+    and followed by a restart after a backoff, so inside `processor run --with-domain` the
+    stage can never take the core pipeline down with it (DESIGN rule 1). Restarting is
+    safe: notices are acknowledged only after their windows commit, and every output is
+    an idempotent upsert.
+
+    With `pool=None` the stage opens its own pool (sized for `domain_concurrency`) and
+    Redis client, so a slow or stuck stage cannot hold the core's connections.
+    """
+
+    # A run that lasted this long was healthy: the next failure starts the backoff afresh.
+    HEALTHY_RUN_S = 60.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        pool: asyncpg.Pool | None = None,
+        handler: WindowHandler | None = None,
+    ) -> None:
+        self.settings = notice_settings(settings)
+        self.metrics = metrics
+        self.handler = handler or DomainOutputs(ConfigSource(settings.config_refresh_s))
+        self.runner: DomainRunner | None = None
+        self._pool = pool
+        self._stop = asyncio.Event()
+        self._draining = False
+        self._started = time.monotonic()
+        self.crashed = False
+
+    @property
+    def running(self) -> bool:
+        return self.runner is not None and self.runner.running
+
+    @property
+    def last_progress(self) -> float:
+        return self.runner.last_progress if self.runner is not None else self._started
+
+    @property
+    def draining(self) -> bool:
+        return self._draining and not self._stop.is_set()
+
+    def stop(self) -> None:
+        """Stop after the batch in hand (its notices stay pending if not finished)."""
+        self._stop.set()
+        if self.runner is not None:
+            self.runner.stop()
+
+    def drain(self) -> None:
+        """Finish the notices already on the stream, then return from `run()`."""
+        self._draining = True
+        if self.runner is not None:
+            self.runner.stop()
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Run (and restart) the runner until `stop()`, or until idle after `drain()`.
+
+        Until idle (a one-off pass), an unexpected error ends the pass instead of
+        restarting it forever; `crashed` tells the caller.
+        """
+        backoff = Backoff(self.settings.retry_initial_ms / 1000, self.settings.retry_max_ms / 1000)
+        while not self._stop.is_set():
+            draining = until_idle or self._draining
+            started = time.monotonic()
+            try:
+                await self._run_once(until_idle=draining)
+            except Exception as exc:  # supervised: whatever ended the runner, restart it
+                if time.monotonic() - started >= self.HEALTHY_RUN_S:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                self.crashed = True
+                self.metrics.domain_restarts.inc()
+                log.error(
+                    "domain_stage_crashed",
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                    restart_in_s=None if draining else round(delay, 2),
+                    exc_info=True,
+                )
+                if draining:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                continue
+            if draining:
+                return
+            # Otherwise the runner returned because stop() or drain() stopped it: loop,
+            # and end at the top (stopped) or make the final pass (draining).
+
+    async def _run_once(self, *, until_idle: bool) -> None:
+        redis = connect(self.settings)
+        pool = self._pool
+        own_pool = pool is None
+        try:
+            if pool is None:
+                pool = await create_pool(
+                    self.settings.model_copy(
+                        update={"db_pool_size": self.settings.domain_concurrency}
+                    ),
+                    prepare_stage=False,
+                )
+            runner = DomainRunner(
+                self.settings, StreamClient(redis, self.settings), pool, self.handler, self.metrics
+            )
+            self.runner = runner
+            if self._stop.is_set() or (self._draining and not until_idle):
+                return  # stop() or drain() came while connecting: the loop decides
+            log.info(
+                "domain_stage_started",
+                stream=self.settings.stream,
+                group=self.settings.group,
+                consumer=self.settings.consumer,
+                until_idle=until_idle,
+            )
+            await runner.run(until_idle=until_idle)
+        finally:
+            if own_pool and pool is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pool.close(), 5)
+            await redis.aclose()
+
+
+async def _finish_domain(task: asyncio.Task[None], timeout_s: float | None) -> None:
+    """Wait for the stage to end; cancel it past the timeout (its unfinished notices stay
+    pending and are redone: cancelling loses nothing)."""
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        log.error("domain_stage_stop_timeout", waited_s=timeout_s)
+        await cancel_and_wait([task])
+    (outcome,) = await asyncio.gather(task, return_exceptions=True)
+    if isinstance(outcome, Exception):  # run() catches what the runner raises; not expected
+        log.error("domain_stage_failed", error=repr(outcome)[:500])
+
+
+async def run_domain_stage(settings: Settings, *, until_idle: bool = False) -> int:
+    """`processor domain`: the domain stage as a process of its own; exit code.
+
+    Mirrors `run_processor`: migrations (idempotent, advisory-locked), signals, HTTP on the
+    same settings (so next to a `processor run` on one host, give it another
+    `PROCESSOR_HTTP_PORT`). The stream gauges of `/metrics` describe the notice stream and
+    the domain group here. With `until_idle`, exits once no notice is left to read: 0 when
+    every batch succeeded, 1 when some failed (their notices stay pending for a later run).
+    """
+    metrics = Metrics()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stage: DomainStage | None = None
+
+    def on_signal(name: str) -> None:
+        log.info("shutdown_requested", signal=name)
+        stop.set()
+        if stage is not None:
+            stage.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+    pool_settings = settings.model_copy(
+        update={"db_pool_size": max(settings.db_pool_size, settings.domain_concurrency + 1)}
+    )
+    pool = await open_pool(pool_settings, stop)
+    if pool is None:
+        return 0
+    stage = DomainStage(settings, metrics, pool=pool)
+    redis = connect(stage.settings)
+    probe = HealthProbe(
+        pool,
+        redis,
+        last_progress=lambda: stage.last_progress,
+        loop_running=lambda: stage.running,
+        stall_s=settings.ready_stall_s,
+    )
+    server: HttpServer | None = None
+    sampler: asyncio.Task[None] | None = None
+    try:
+        if settings.http_enabled:
+            server = HttpServer(build_app(metrics, probe), settings.http_host, settings.http_port)
+            try:
+                port = await server.start()
+            except OSError as exc:
+                log.error(
+                    "http_unavailable",
+                    host=settings.http_host,
+                    port=settings.http_port,
+                    error=str(exc),
+                    hint="set another PROCESSOR_HTTP_PORT (or PROCESSOR_HTTP_ENABLED=false)"
+                    " next to a processor run on the same host",
+                )
+                return 2
+            log.info("http_listening", host=settings.http_host, port=port)
+        sampler = asyncio.create_task(
+            run_sampler(StreamClient(redis, stage.settings), pool, metrics)
+        )
+        running = asyncio.create_task(stage.run(until_idle=until_idle), name="domain")
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await cancel_and_wait([stopped])
+        # Stopped: the batch in hand gets the shutdown timeout, then it is cancelled.
+        await _finish_domain(running, settings.shutdown_timeout_s)
+    finally:
+        if sampler is not None:
+            await cancel_and_wait([sampler])
+        if server is not None:
+            await server.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pool.close(), 5)
+        await redis.aclose()
+    failures = metrics.registry.get_sample_value("processor_domain_failures_total") or 0.0
+    log.info("domain_stage_stopped", failed_batches=int(failures), crashed=stage.crashed)
+    return 1 if until_idle and (failures or stage.crashed) else 0

@@ -26,6 +26,11 @@ app = typer.Typer(
 )
 dlq_app = typer.Typer(help="Inspect and requeue dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+event_app = typer.Typer(
+    help="Event configuration in the Directus tables (development and demos).",
+    no_args_is_help=True,
+)
+app.add_typer(event_app, name="event")
 console = Console()
 
 
@@ -48,12 +53,173 @@ def run(
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Exit once the stream is drained.")
     ] = False,
+    with_domain: Annotated[
+        bool,
+        typer.Option(
+            "--with-domain",
+            help="Also run the domain stage in this process (supervised: its failures never"
+            " stop the pipeline).",
+        ),
+    ] = False,
 ) -> None:
     """Consume the stream into telemetry.positions until SIGTERM/SIGINT."""
     from processor.app import run_processor
 
     settings = _settings()
-    raise typer.Exit(_run(run_processor(settings, until_idle=until_idle)))
+    raise typer.Exit(_run(run_processor(settings, until_idle=until_idle, with_domain=with_domain)))
+
+
+@app.command()
+def domain(
+    until_idle: Annotated[
+        bool,
+        typer.Option(
+            "--until-idle", help="Exit once no notice is left (exit 1 if a batch failed)."
+        ),
+    ] = False,
+) -> None:
+    """Run the domain stage: committed notices in, timing records and attributes out."""
+    from processor.app import run_domain_stage
+
+    settings = _settings()
+    raise typer.Exit(_run(run_domain_stage(settings, until_idle=until_idle)))
+
+
+@event_app.command("load")
+def event_load(
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            exists=True,
+            dir_okay=False,
+            help="An event file in the sample-event shape (default: the bundled sample).",
+        ),
+    ] = None,
+) -> None:
+    """Upsert an event file's rows (events, devices, entries, stages, geofences) by id.
+
+    For machines without Directus: the tables must exist already. Safe to repeat.
+    """
+    import asyncpg
+    import msgspec
+
+    from processor.tools.event_loader import TABLES, load_event_rows, read_event_file
+
+    settings = _settings()
+    try:
+        doc = read_event_file(file)
+    except (OSError, msgspec.DecodeError) as exc:
+        typer.echo(f"cannot read the event file: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def go() -> dict[str, int] | list[str]:
+        conn = await asyncpg.connect(settings.database_url.get_secret_value())
+        try:
+            missing = [
+                r["t"]
+                for r in await conn.fetch(
+                    "SELECT t FROM unnest($1::text[]) AS t"
+                    " WHERE to_regclass('public.' || t) IS NULL",
+                    [table for table, _, _ in TABLES],
+                )
+            ]
+            if missing:
+                return missing
+            return await load_event_rows(conn, doc)
+        finally:
+            await conn.close()
+
+    try:
+        outcome = _run(go())
+    except (OSError, asyncpg.PostgresError) as exc:
+        typer.echo(f"event load failed: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if isinstance(outcome, list):
+        typer.echo(
+            f"the Directus tables {', '.join('public.' + t for t in outcome)} do not exist: "
+            "apply the Directus snapshot or src/processor/storage/directus_fixture.sql first",
+            err=True,
+        )
+        raise typer.Exit(1)
+    counts = ", ".join(f"{table} {n}" for table, n in outcome.items())
+    console.print(f"loaded {file or 'the sample event'}: {counts} (upserted by id)")
+
+
+def _time_option(value: str, name: str) -> int:
+    from processor.core.timeparse import TimeError, parse_time_ms
+
+    try:
+        return parse_time_ms(value)
+    except TimeError as exc:
+        raise typer.BadParameter(f"{exc} (e.g. 2026-05-01T06:00:00Z)", param_hint=name) from None
+
+
+def _replay(**kwargs: Any) -> None:
+    import asyncpg
+
+    from processor.tools.replay import ReplayError, run_replay
+
+    settings = _settings()
+    if kwargs.get("geofences_file") is not None and not kwargs.get("dry_run"):
+        typer.echo(
+            "--geofences is a what-if and needs --dry-run: records written from a layout that"
+            " is not the Directus one would be undone by the live stage. To change the layout,"
+            " edit it in Directus (or `processor event load --file`), then recompute.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        _run(run_replay(settings.database_url.get_secret_value(), console, **kwargs))
+    except ReplayError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    except (OSError, asyncpg.PostgresError) as exc:
+        typer.echo(f"failed: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+_GEOFENCES_HELP = "A what-if layout: an event file whose stages and geofences replace Directus's."
+
+
+@app.command()
+def replay(
+    device: Annotated[str, typer.Option("--device", help="The tracker's IMEI (device_id).")],
+    since: Annotated[str, typer.Option("--since", help="ISO-8601 time with offset.")],
+    until: Annotated[str, typer.Option("--until", help="ISO-8601 time with offset (excluded).")],
+    entry: Annotated[
+        int | None, typer.Option("--entry", help="Only this entry id (default: all the device's).")
+    ] = None,
+    geofences: Annotated[
+        Path | None, typer.Option("--geofences", exists=True, dir_okay=False, help=_GEOFENCES_HELP)
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the differences, write nothing.")
+    ] = False,
+) -> None:
+    """Recompute one device's timing records over a time range, from stored positions."""
+    _replay(
+        device_id=device,
+        entry_id=entry,
+        since_ms=_time_option(since, "--since"),
+        until_ms=_time_option(until, "--until"),
+        geofences_file=geofences,
+        dry_run=dry_run,
+    )
+
+
+@app.command()
+def recompute(
+    stage: Annotated[int, typer.Option("--stage", help="Stage id.")],
+    geofences: Annotated[
+        Path | None, typer.Option("--geofences", exists=True, dir_okay=False, help=_GEOFENCES_HELP)
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the differences, write nothing.")
+    ] = False,
+) -> None:
+    """Recompute every entry's timing records of a stage (after a geofence or rule change)."""
+    _replay(stage_id=stage, geofences_file=geofences, dry_run=dry_run)
 
 
 @app.command()
@@ -206,8 +372,24 @@ def bench(
         "bench/results/latest.json"
     ),
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
+    domain_seconds: Annotated[
+        float,
+        typer.Option(help="Length of the domain stage's real-time run (0: skip the section)."),
+    ] = 60.0,
+    domain_rate: Annotated[
+        int, typer.Option(help="Positions/s in the domain stage's run.")
+    ] = 2_000,
+    timing_index: Annotated[
+        bool,
+        typer.Option(
+            "--timing-index",
+            help="What-if: index public.timing_records (entry, crossed_at) in the bench"
+            " database (the Directus schema has no such index).",
+        ),
+    ] = False,
 ) -> None:
-    """Measure throughput (vs a raw COPY ceiling and a naive peer) and latency, in one run."""
+    """Measure throughput (vs a raw COPY ceiling and a naive peer), latency and the domain
+    stage (keeping up in real time; the core beside a failing one), in one run."""
     from processor.tools.bench.report import print_report
     from processor.tools.bench.run import BenchConfig, run_bench
 
@@ -220,6 +402,9 @@ def bench(
         latency_rate=latency_rate,
         repeats=repeats,
         output=output,
+        domain_seconds=domain_seconds,
+        domain_rate=domain_rate,
+        timing_index=timing_index,
     )
     result = _run(run_bench(config, lambda text: console.print(f"[dim]· {text}[/]")))
     print_report(result, console)

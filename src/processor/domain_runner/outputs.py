@@ -145,15 +145,7 @@ async def write_timing(
     settings: TimingSettings,
 ) -> None:
     """Replace the automatic timing records of `entry` in `span` by a fresh computation."""
-    if snapshot.index is None:
-        return
-    config = snapshot.config
-    stages = {s.id: s for s in config.stages if s.event == entry.event}
-    crossings = [
-        c
-        for c in recompute_window(fixes, snapshot.index, window=span, settings=settings)
-        if c.stage_id in stages
-    ]
+    crossings = timing_crossings(snapshot, entry, fixes, span, settings)
     keys = [record_key(entry, c) for c in crossings]
     changed: list[Any] = []
     if crossings:
@@ -180,6 +172,28 @@ async def write_timing(
             [change for _, change in events],
             [_event_payload(r, change) for r, change in events],
         )
+
+
+def timing_crossings(
+    snapshot: Snapshot,
+    entry: EntryRef,
+    fixes: list[Position],
+    span: tuple[int, int],
+    settings: TimingSettings,
+) -> list[Crossing]:
+    """The automatic records `write_timing` stores for `entry` in `span` (pure).
+
+    Separate so `processor replay`/`recompute` plan exactly what the live stage writes.
+    Without any geofence there is nothing to store, and the stale ones are still removed.
+    """
+    if snapshot.index is None:
+        return []
+    stages = {s.id for s in snapshot.config.stages if s.event == entry.event}
+    return [
+        c
+        for c in recompute_window(fixes, snapshot.index, window=span, settings=settings)
+        if c.stage_id in stages
+    ]
 
 
 def _event_key(row: Any, change: str) -> str:

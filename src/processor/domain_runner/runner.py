@@ -10,6 +10,7 @@ dead letters after `max_deliveries`, so one bad device cannot stall the stage fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -67,6 +68,7 @@ class DomainRunner:
         self._backoff = Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000)
         self.last_progress = time.monotonic()
         self.running = False
+        self._claimed_at = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
@@ -99,6 +101,10 @@ class DomainRunner:
                 if cursor != ">":
                     cursor = entries[-1][0]
                 await self._handle(entries, pending=cursor != ">")
+                if not until_idle and self._claim_due():
+                    # Under steady traffic a read is never empty: without this, notices
+                    # that failed would wait for the stream to go quiet to be retried.
+                    await self._claim()
         finally:
             self.running = False
 
@@ -110,7 +116,11 @@ class DomainRunner:
             except RedisError as exc:
                 await self._pause("ensure_group", exc)
 
+    def _claim_due(self) -> bool:
+        return time.monotonic() - self._claimed_at >= self.settings.claim_interval_ms / 1000
+
     async def _claim(self) -> None:
+        self._claimed_at = time.monotonic()
         try:
             _, entries, _ = await self.stream.autoclaim(
                 self.settings.claim_idle_ms, "0-0", self.settings.domain_read_count
@@ -156,7 +166,7 @@ class DomainRunner:
             # Not acknowledged: the notices are re-read (own pending) or claimed later.
             self.metrics.domain_failures.inc()
             log.error("domain_window_failed", error=f"{type(exc).__name__}: {exc}"[:500])
-            await asyncio.sleep(self._backoff.next_delay())
+            await self._sleep(self._backoff.next_delay())
             return
         self._backoff.reset()
         try:
@@ -168,22 +178,34 @@ class DomainRunner:
         self.metrics.domain_windows.inc(len(merged))
 
     async def _process(self, windows: list[Window]) -> None:
-        limit = asyncio.Semaphore(self.settings.domain_concurrency)
+        """`domain_concurrency` workers take the windows in turn; after a failure they take
+        no more. The batch is retried as a whole anyway, and running its remaining
+        windows into the same failure (a missing table, a lost privilege) would only load
+        the database the core shares — thousands of doomed transactions per retry."""
+        queue = iter(windows)
+        errors: list[Exception] = []
 
-        async def one(window: Window) -> None:
-            async with limit:
+        async def worker() -> None:
+            for window in queue:  # shared: each window is taken by one worker
+                if errors:
+                    return
                 started = time.perf_counter()
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", window.device_id
-                    )
-                    await self.handler(conn, window)
+                try:
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        await conn.execute(
+                            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                            window.device_id,
+                        )
+                        await self.handler(conn, window)
+                except Exception as exc:
+                    errors.append(exc)
+                    return
                 self.metrics.domain_window_duration.observe(time.perf_counter() - started)
 
-        results = await asyncio.gather(*(one(w) for w in windows), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        workers = min(self.settings.domain_concurrency, len(windows))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        if errors:
+            raise errors[0]
 
     async def _pause(self, operation: str, exc: BaseException) -> None:
         self.metrics.redis_errors.labels(f"domain_{operation}").inc()
@@ -191,4 +213,10 @@ class DomainRunner:
         log.warning(
             "domain_redis_error", operation=operation, error=str(exc), retry_in_s=round(delay, 3)
         )
-        await asyncio.sleep(delay)
+        await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """A backoff pause that ends early on `stop()`: a stage failing on every batch
+        sleeps up to `retry_max_ms` at a time, and SIGTERM must not wait that out."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)

@@ -150,6 +150,11 @@ class Metrics:
             "Domain batches that failed and will be retried (notices left pending).",
             registry=r,
         )
+        self.domain_restarts = Counter(
+            "processor_domain_restarts",
+            "Domain stage runs that ended with an error and were restarted after a backoff.",
+            registry=r,
+        )
         self.domain_window_duration = Histogram(
             "processor_domain_window_duration_seconds",
             "Time to recompute one device window (read, compute, write, commit).",

@@ -39,5 +39,68 @@ def print_report(result: BenchResult, console: Console) -> None:
             f"({lat['samples']:.0f} positions): p50 {lat['p50_ms']:.0f} ms, "
             f"p95 {lat['p95_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms"
         )
+    if "domain" in f:
+        print_domain(result, console)
     for name, value in result.ratios.items():
         console.print(f"{name}: {value:.2f}")
+
+
+def print_domain(result: BenchResult, console: Console) -> None:
+    """The domain section: the core beside the stage, and the stage keeping up."""
+    f = result.figures
+    d = f["domain"]
+    table = Table(title="domain stage", show_header=False)
+    table.add_column("measurement")
+    table.add_column("value", justify="right")
+    for key, label in (
+        ("core_without_domain", "core end to end, no domain stage (positions/s)"),
+        ("core_with_failing_domain", "core end to end, domain stage failing (positions/s)"),
+        ("core_with_working_domain", "core end to end, domain stage working (positions/s)"),
+    ):
+        if key in f:
+            table.add_row(label, f"{f[key]['positions_per_s']:,.0f}")
+    stages = ", ".join(f"{d[k]:.0f}" for k in sorted(d) if k.startswith("stage_"))
+    rows = (
+        (
+            "layout",
+            f"{d['geofences']:.0f} geofences ({stages} per stage)"
+            + (", timing_records indexed (what-if)" if d.get("timing_index") else ""),
+        ),
+        (
+            "feed",
+            f"{result.config.get('domain_rate', '')} positions/s for {d['seconds']:.0f} s"
+            " into processor run --with-domain",
+        ),
+        ("positions stored /s", f"{d['positions_per_s']:,.0f}"),
+        (
+            "notices handled /s (published /s)",
+            f"{d['notices_per_s']:.1f} ({d['notices_produced_per_s']:.1f})",
+        ),
+        ("device windows recomputed /s", f"{d['windows_per_s']:,.0f}"),
+        ("domain lag max / p95 / mean (notices)", _lag(d)),
+        ("lag max, in seconds of notices", f"{d['lag_max_s']:.1f} s"),
+        (
+            "trend of the lag's troughs, 2nd half of the feed",
+            f"{d['lag_slope_per_s']:+.2f} notices/s",
+        ),
+        ("all handled after the feed stopped in", f"{d['drained_s']:.1f} s"),
+        ("lag bounded", "yes" if d["bounded"] else "NO"),
+        (
+            "window recompute p50 / p99 / mean",
+            f"{d['window_p50_ms']:.1f} / {d['window_p99_ms']:.1f} / {d['window_mean_ms']:.1f} ms",
+        ),
+        (
+            "core commit latency p50 / p99 meanwhile",
+            f"{d['commit_latency_p50_ms']:.0f} / {d['commit_latency_p99_ms']:.0f} ms",
+        ),
+        ("timing records written", f"{d['timing_records']:,.0f}"),
+        ("domain failures / restarts", f"{d['domain_failures']:.0f} / {d['domain_restarts']:.0f}"),
+        ("process CPU (cores)", f"{d['cpu_share']:.2f}"),
+    )
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+
+
+def _lag(d: dict[str, float]) -> str:
+    return f"{d['lag_max']:.0f} / {d['lag_p95']:.0f} / {d['lag_mean']:.1f}"

@@ -4,7 +4,9 @@
 2. write methods: the writer's COPY-staging and unnest statements, one batch at a time;
 3. naive peer: a plain redis-py + json + psycopg executemany consumer, end to end;
 4. processor: `processor` draining the pre-filled stream, end to end, CPU and peak RSS;
-5. latency: the simulator at a fixed rate in real time, received_at → commit percentiles.
+5. latency: the simulator at a fixed rate in real time, received_at → commit percentiles;
+6. domain (`bench.domain`): the core beside a failing and a working domain stage, and the
+   domain stage keeping up with the simulator in real time on a 50-geofence layout.
 
 Runs in a database and stream keys of its own, dropped afterwards.
 """
@@ -50,6 +52,9 @@ class BenchConfig:
     latency_rate: int = 2_000
     repeats: int = 2
     output: Path | None = None
+    domain_seconds: float = 60.0
+    domain_rate: int = 2_000
+    timing_index: bool = False
 
 
 @dataclass
@@ -209,6 +214,26 @@ async def run_bench(config: BenchConfig, say: Say) -> BenchResult:
             "copy_vs_unnest": result.figures["writer_copy"]["rows_per_s"]
             / result.figures["writer_unnest"]["rows_per_s"],
         }
+
+        if config.domain_seconds > 0:
+            from processor.tools.bench.domain import run_domain_bench
+
+            domain = await run_domain_bench(
+                settings,
+                env,
+                redis,
+                conn,
+                entries,
+                repeats=config.repeats,
+                devices=config.devices,
+                rate=config.domain_rate,
+                seconds=config.domain_seconds,
+                seed=config.seed,
+                say=say,
+                timing_index=config.timing_index,
+            )
+            result.figures.update(domain.figures)
+            result.ratios.update(domain.ratios)
     finally:
         await conn.close()
         keys = [k async for k in redis.scan_iter(match=f"bench:{tag}:*")]
