@@ -122,7 +122,10 @@ def _free_port() -> int:
 
 
 def _tool(name: str, hint: str) -> str:
-    path = shutil.which(name)
+    # The dev dependencies install some validators into the venv, which is not on PATH
+    # when pytest is run as .venv/bin/pytest.
+    venv_bin = str(Path(sys.executable).parent)
+    path = shutil.which(name) or shutil.which(name, path=venv_bin)
     if path is None:
         pytest.skip(f"{name} is not installed ({hint})")
     return path
