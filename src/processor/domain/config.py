@@ -26,6 +26,7 @@ import msgspec
 
 from processor.core.timeparse import TimeError, datetime_ms, parse_time_ms
 from processor.domain.projection import LocalProjection
+from processor.domain.rules import DEFAULT_RULES, EventRules, RulesError, parse_rules
 from processor.domain.shapes import polygon_problem
 
 GeofenceKind = Literal["start_line", "split_line", "finish_line", "waypoint", "speed_zone", "zone"]
@@ -69,6 +70,7 @@ class Event(msgspec.Struct, frozen=True):
     ends_at_ms: int | None = None
     timezone: str | None = None
     status: str | None = None
+    rules: EventRules = DEFAULT_RULES
 
 
 class Stage(msgspec.Struct, frozen=True):
@@ -94,6 +96,7 @@ class Geofence(msgspec.Struct, frozen=True):
     direction: Direction | None = None
     radius_m: float | None = None
     speed_limit_kmh: float | None = None
+    waypoint_type: str | None = None
 
     @property
     def is_gate(self) -> bool:
@@ -110,6 +113,18 @@ class DomainConfig(msgspec.Struct, frozen=True):
             if fence.id == geofence_id:
                 return fence
         raise KeyError(geofence_id)
+
+    def event(self, event_id: int) -> Event | None:
+        for event in self.events:
+            if event.id == event_id:
+                return event
+        return None
+
+    def stage(self, stage_id: int) -> Stage | None:
+        for stage in self.stages:
+            if stage.id == stage_id:
+                return stage
+        return None
 
     def geofences_of(self, stage_id: int) -> tuple[Geofence, ...]:
         return tuple(sorted((g for g in self.geofences if g.stage == stage_id), key=_by_seq))
@@ -161,7 +176,7 @@ def load_rows(
     skipped, or a geofence whose stage or event was, is skipped too.
     """
     errors: list[RowError] = []
-    loaded_events = _load_all("events", events, _event, errors)
+    loaded_events = _load_all("events", events, lambda row: _event(row, errors), errors)
     event_ids = {e.id for e in loaded_events}
     loaded_stages = _load_all("stages", stages, _stage, errors)
     kept_stages: list[Stage] = []
@@ -226,6 +241,7 @@ class _EventRow(msgspec.Struct):
     ends_at: Any = None
     timezone: str | None = None
     status: str | None = None
+    rules: Any = None
 
 
 class _StageRow(msgspec.Struct):
@@ -251,6 +267,7 @@ class _GeofenceRow(msgspec.Struct):
     direction: str | None = None
     radius_m: float | None = None
     speed_limit_kmh: float | None = None
+    waypoint_type: str | None = None
 
 
 def _load_all(
@@ -289,12 +306,18 @@ def _convert(row: Mapping[str, Any], kind: type[_Row]) -> _Row:
         raise ConfigError(str(exc)) from None
 
 
-def _event(row: Mapping[str, Any]) -> Event:
+def _event(row: Mapping[str, Any], errors: list[RowError]) -> Event:
     raw = _convert(row, _EventRow)
     starts, ends = _time(raw.starts_at, "starts_at"), _time(raw.ends_at, "ends_at")
     if starts is not None and ends is not None and starts >= ends:
         raise ConfigError("starts_at must be before ends_at")
-    return Event(raw.id, raw.name, starts, ends, raw.timezone, raw.status)
+    try:
+        rules = parse_rules(raw.rules)
+    except RulesError as exc:
+        # Timing must go on: the event keeps the default rules, and the error is reported.
+        errors.append(RowError("events", str(raw.id), f"{exc}; using the default rules"))
+        rules = DEFAULT_RULES
+    return Event(raw.id, raw.name, starts, ends, raw.timezone, raw.status, rules)
 
 
 def _stage(row: Mapping[str, Any]) -> Stage:
@@ -354,6 +377,7 @@ def _geofence(row: Mapping[str, Any]) -> Geofence:
         direction=cast(Direction | None, direction),
         radius_m=radius,
         speed_limit_kmh=limit,
+        waypoint_type=raw.waypoint_type if kind == "waypoint" else None,
     )
 
 

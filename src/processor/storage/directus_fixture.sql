@@ -18,7 +18,8 @@ CREATE TABLE public.events (
     starts_at timestamptz NOT NULL,
     ends_at timestamptz NOT NULL,
     timezone varchar(64) NOT NULL DEFAULT 'UTC',
-    status varchar(32) NOT NULL DEFAULT 'draft'
+    status varchar(32) NOT NULL DEFAULT 'draft',
+    rules json                                   -- alert thresholds, penalty rules (ADR 0010)
 );
 
 CREATE TABLE public.devices (
@@ -65,7 +66,8 @@ CREATE TABLE public.geofences (
     direction varchar(16),
     radius_m real,
     speed_limit_kmh real,
-    sequence integer NOT NULL DEFAULT 0
+    sequence integer NOT NULL DEFAULT 0,
+    waypoint_type varchar(16)
 );
 
 CREATE TABLE public.io_mappings (
@@ -120,7 +122,9 @@ CREATE TABLE public.stage_results (
     splits json,
     source varchar(16) NOT NULL DEFAULT 'manual',
     note text,
-    updated_at timestamptz
+    updated_at timestamptz,
+    gap_leader_ms bigint,
+    gap_ahead_ms bigint
 );
 
 CREATE TABLE public.alerts (
@@ -154,7 +158,8 @@ CREATE TABLE public.penalties (
     reason text,
     status varchar(16) NOT NULL DEFAULT 'valid',
     source varchar(16) NOT NULL DEFAULT 'manual',
-    updated_at timestamptz
+    updated_at timestamptz,
+    details json                                 -- evidence: the numbers it was computed from
 );
 
 -- Integration: the outbox dispatcher creates one item per change over REST (so Flows and

@@ -13,7 +13,11 @@ from processor.storage.pool import DbConnection
 
 # Parents before children (foreign keys); json columns cast explicitly.
 TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str]], ...] = (
-    ("events", ("id", "name", "starts_at", "ends_at", "timezone", "status"), frozenset()),
+    (
+        "events",
+        ("id", "name", "starts_at", "ends_at", "timezone", "status", "rules"),
+        frozenset({"rules"}),
+    ),
     ("devices", ("id", "imei", "model", "label"), frozenset()),
     (
         "entries",
@@ -48,6 +52,7 @@ TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str]], ...] = (
             "radius_m",
             "speed_limit_kmh",
             "sequence",
+            "waypoint_type",
         ),
         frozenset({"geometry"}),
     ),

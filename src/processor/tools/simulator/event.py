@@ -48,6 +48,7 @@ class EventRow(msgspec.Struct, frozen=True):
     ends_at: str
     timezone: str
     status: str
+    rules: dict[str, object] | None = None
 
 
 class StageRow(msgspec.Struct, frozen=True):
@@ -81,6 +82,7 @@ class GeofenceRow(msgspec.Struct, frozen=True):
     direction: Direction | None = None
     radius_m: float | None = None
     speed_limit_kmh: float | None = None
+    waypoint_type: str | None = None
 
 
 class DeviceRow(msgspec.Struct, frozen=True):

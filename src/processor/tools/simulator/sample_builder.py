@@ -324,6 +324,7 @@ def _stage_rows(
             f"SS{spec.id} WP{k}",
             {"type": "Point", "coordinates": point},
             radius_m=radius,
+            waypoint_type=WAYPOINT_TYPES[k - 1],
         )
     if spec.id in (1, 2):
         limit = 60.0 if spec.id == 1 else 50.0
@@ -352,10 +353,30 @@ def _stage_rows(
                 "direction": row.get("direction"),
                 "radius_m": row.get("radius_m"),
                 "speed_limit_kmh": row.get("speed_limit_kmh"),
+                "waypoint_type": row.get("waypoint_type"),
             }
         )
         next_id[0] += 1
     return stage, fences
+
+
+# WP1 of each stage is visible (WPV), WP2 masked (WPM): missing a masked one costs more.
+WAYPOINT_TYPES = ("WPV", "WPM")
+# The event's rules (events.rules): alert thresholds are the defaults; penalties explicit.
+RULES: dict[str, Any] = {
+    "speed": {
+        "style": "table",
+        "tolerance_kmh": 3.0,
+        "min_duration_s": 3.0,
+        "bands": [
+            {"over_kmh": 0.0, "penalty_s": 60.0},
+            {"over_kmh": 10.0, "penalty_s": 120.0},
+            {"over_kmh": 20.0, "penalty_s": 300.0},
+            {"over_kmh": 40.0, "penalty_s": 900.0},
+        ],
+    },
+    "waypoints": {"default_s": 1800.0, "by_type": {"WPV": 900.0, "WPM": 1800.0}},
+}
 
 
 CREWS = (
@@ -426,6 +447,7 @@ def build_event() -> dict[str, Any]:
                 "ends_at": "2026-05-01T14:00:00.000Z",
                 "timezone": "Europe/Vilnius",
                 "status": "scheduled",
+                "rules": RULES,
             }
         ],
         "stages": stages,
