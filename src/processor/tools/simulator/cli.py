@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from processor.core.timeparse import TimeError, format_ms, parse_time_ms
-from processor.tools.simulator import ground_truth
+from processor.tools.simulator import ground_truth, scenarios
 from processor.tools.simulator.event import EventError, SampleEvent, load_event
 from processor.tools.simulator.faults import FaultConfig
 from processor.tools.simulator.generator import Entry, GeneratorConfig, Simulation, Tally
@@ -92,6 +92,14 @@ def simulate(
     malformed_rate: Annotated[
         float, _rate("Fraction of records replaced by contract violations.")
     ] = 0.0,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Script one car, repeatable: KIND:key=value,… with KIND stop, speeding, "
+            "miss-waypoint or offline, e.g. 'stop:entry=2,stage=1,fraction=0.5,duration=120'. "
+            "Expected facts go into the --ground-truth file."
+        ),
+    ] = None,
     ground_truth_path: Annotated[
         Path | None,
         typer.Option("--ground-truth", help="Write exact crossing times (JSON) here."),
@@ -123,6 +131,7 @@ def simulate(
                 nofix_rate=nofix_rate,
                 malformed_rate=malformed_rate,
             ),
+            scenarios=tuple(scenarios.parse(text) for text in scenario or ()),
         )
         sim = Simulation(doc, config)
     except (EventError, ValueError, OSError) as exc:
@@ -223,6 +232,8 @@ def _summary(
         table.add_row(
             "received_at span", f"{format_ms(limit.first_ms)} → {format_ms(limit.last_ms)}"
         )
+    if sim.config.scenarios:
+        table.add_row("scenarios", f"{len(sim.config.scenarios)}")
     table.add_row("stopped early", "yes" if limit.truncated else "no")
     table.add_row("wall time", f"{wall:.2f} s ({tally.entries / max(wall, 1e-9):,.0f} entries/s)")
     if truth_path is not None:

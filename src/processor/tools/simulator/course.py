@@ -111,15 +111,16 @@ class Course:
         lons = [c[0] for s in event.stages for c in s.route.coordinates]
         lats = [c[1] for s in event.stages for c in s.route.coordinates]
         self.projection = Projection((min(lats) + max(lats)) / 2.0, (min(lons) + max(lons)) / 2.0)
-        self.stages = [self._stage(stage) for stage in event.stages_in_order()]
+        self.stages = [self.stage_course(stage) for stage in event.stages_in_order()]
         self.by_id = {c.stage.id: c for c in self.stages}
 
     def xy(self, coords: list[tuple[float, float]]) -> list[XY]:
         to_xy = self.projection.to_xy
         return [to_xy(lon, lat) for lon, lat in coords]
 
-    def _stage(self, stage: StageRow) -> StageCourse:
-        route = Route(self.xy(stage.route.coordinates))
+    def stage_course(self, stage: StageRow, route: Route | None = None) -> StageCourse:
+        """A stage's geofence hits along its route, or along `route` (a scripted detour)."""
+        route = route or Route(self.xy(stage.route.coordinates))
         fences = [g for g in self.event.geofences if g.stage in (stage.id, None)]
         gates: list[GateHit] = []
         zones: list[ZoneHit] = []

@@ -17,7 +17,7 @@ import msgspec
 
 from processor.tools.simulator.course import Course
 from processor.tools.simulator.event import SampleEvent
-from processor.tools.simulator.faults import Bursts, FaultConfig, corrupt
+from processor.tools.simulator.faults import Bursts, FaultConfig, OfflineOrder, corrupt
 from processor.tools.simulator.records import (
     IO_MOVEMENT,
     IsoFormatter,
@@ -25,6 +25,7 @@ from processor.tools.simulator.records import (
     RecordBuilder,
     TimeFormat,
 )
+from processor.tools.simulator.scenarios import Scenario, Scripts
 from processor.tools.simulator.schedule import DevicePlan, ScheduleConfig, plan_devices
 
 OFFLINE_PACKET_RECORDS = 25
@@ -69,6 +70,7 @@ class GeneratorConfig:
     time_shift_ms: int = 0
     latency_ms: tuple[int, int] = (150, 900)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    scenarios: tuple[Scenario, ...] = ()  # scripted moments with exact expected facts
 
     @property
     def period_ms(self) -> int:
@@ -93,6 +95,7 @@ class Simulation:
         self.config = config
         self.course = Course(event)
         devices = config.devices if config.devices is not None else len(event.entries)
+        self.scripts = Scripts(self.course, config.scenarios, devices)
         self.plans = plan_devices(
             self.course,
             ScheduleConfig(
@@ -102,7 +105,9 @@ class Simulation:
                 start_interval_s=config.start_interval_s,
                 time_shift_ms=config.time_shift_ms,
             ),
+            self.scripts.shape if config.scenarios else None,
         )
+        self.holds = self.scripts.holds(self.plans)
         self.counters = Counters()
         self.iso = IsoFormatter()
 
@@ -168,14 +173,18 @@ class Simulation:
             sampler = leg.trajectory.sampler()
             moving = False
             s = leg.s_start
+            hold = self.holds.get((idx, leg.leg))
             for ts in range(leg.first_ms, leg.last_ms + 1, period):
+                if hold is not None and ts >= hold.upload_ms:  # first: keeps arrival order
+                    out.upload(hold.upload_ms, hold.order)
+                    hold = None
                 while heap and heap[0][0] <= ts:
                     received, seq, entry = heapq.heappop(heap)
                     yield received, idx, seq, entry
                 x, y, heading, v, s = sampler.at(ts)
                 counters.records += 1
                 trip = trip_base + s - leg.s_start
-                buffering = offline.step()
+                buffering = offline.step() or (hold is not None and hold.from_ms <= ts)
                 if dropout and uniform() < dropout:
                     counters.dropouts += 1
                     continue
@@ -201,7 +210,9 @@ class Simulation:
                 last_live = max(last_live, ts + latency)
                 out.push(ts, doc, last_live, offline=False, nofix=flag_nofix)
             offline.cut()
-            if out.buffer:
+            if hold is not None:
+                out.upload(hold.upload_ms, hold.order)
+            elif out.buffer:
                 out.upload(leg.last_ms + lat_lo + int(uniform() * lat_span))
             trip_base += s - leg.s_start
         while heap:
@@ -250,10 +261,10 @@ class _DeviceOut:
                 again, Entry(self.device_id, ts, again, _encode(copy), b"1", True, offline, nofix)
             )
 
-    def upload(self, at_ms: int) -> None:
-        """Send the offline buffer in packets, in the configured order."""
+    def upload(self, at_ms: int, order: OfflineOrder | None = None) -> None:
+        """Send the offline buffer in packets, in `order` (default: the configured one)."""
         records = self.buffer
-        if self.faults.offline_order == "newest-first":
+        if (order or self.faults.offline_order) == "newest-first":
             records.reverse()
         for j, (ts, doc, nofix) in enumerate(records):
             received = at_ms + (j // OFFLINE_PACKET_RECORDS) * OFFLINE_PACKET_GAP_MS

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from processor.tools.simulator import scenarios
 from processor.tools.simulator.generator import Simulation
 from processor.tools.simulator.schedule import DevicePlan, LegPlan
 
@@ -123,7 +124,8 @@ def _leg(sim: Simulation, plan: DevicePlan, leg: LegPlan) -> Iterator[TruthRecor
 
 
 def write(path: Path | str, sim: Simulation, records: list[TruthRecord], truncated: bool) -> None:
-    """A JSON object: run metadata, then `records` one per line (diff- and grep-friendly)."""
+    """A JSON object: run metadata (with the expected facts of any scenarios), then
+    `records` one per line (diff- and grep-friendly)."""
     cfg = sim.config
     head: dict[str, Any] = {
         "format": FORMAT,
@@ -137,6 +139,8 @@ def write(path: Path | str, sim: Simulation, records: list[TruthRecord], truncat
         "truncated": truncated,
         "count": len(records),
     }
+    if cfg.scenarios:
+        head["scenarios"] = scenarios.expected(sim)
     encode = msgspec.json.encode
     with Path(path).open("wb") as out:
         out.write(encode(head)[:-1] + b',"records":[\n')

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from processor.tools.simulator.course import Course, StageCourse
 from processor.tools.simulator.event import EntryRow
-from processor.tools.simulator.trajectory import CarModel, Trajectory
+from processor.tools.simulator.trajectory import CarModel, Profile, Trajectory
 
 IMEI_TAC = "35630704"
 SAMPLE_SERIAL_BASE = 441_000  # the sample event's devices
@@ -23,6 +24,10 @@ EXTRA_SERIAL_BASE = 500_000  # devices beyond the sample's entries
 MAX_DEVICES = 400_000
 CLASS_TOP_KMH = {"T1": 178.0, "T2": 160.0, "T3": 168.0, "T4": 150.0}
 MIN_LEG_GAP_MS = 60_000
+
+# A scripted leg: (device index, stage course, car) → the course and profile it drives
+# instead, or None for the usual ones (see scenarios.py).
+Shape = Callable[[int, StageCourse, CarModel], tuple[StageCourse, Profile] | None]
 
 
 def imei(serial: int) -> str:
@@ -84,14 +89,16 @@ def car_model(entry: EntryRow, seed: int) -> CarModel:
     )
 
 
-def plan_devices(course: Course, config: ScheduleConfig) -> list[DevicePlan]:
+def plan_devices(
+    course: Course, config: ScheduleConfig, shape: Shape | None = None
+) -> list[DevicePlan]:
     if not 1 <= config.devices <= MAX_DEVICES:
         raise ValueError(f"devices must be 1..{MAX_DEVICES}")
     entries = course.event.entries_in_start_order()
     if not entries:
         raise ValueError("the event has no entries")
     cars = [car_model(e, config.seed) for e in entries]
-    return [_plan(course, config, i, entries, cars) for i in range(config.devices)]
+    return [_plan(course, config, i, entries, cars, shape) for i in range(config.devices)]
 
 
 def _plan(
@@ -100,6 +107,7 @@ def _plan(
     index: int,
     entries: list[EntryRow],
     cars: list[CarModel],
+    shape: Shape | None = None,
 ) -> DevicePlan:
     rank = index % len(entries)
     extra = index >= len(entries)
@@ -108,9 +116,10 @@ def _plan(
     car = cars[rank]
     legs: list[LegPlan] = []
     free_from = -math.inf
-    for number, stage_course in enumerate(course.stages):
-        stage = stage_course.stage
-        profile = stage_course.profile(car)
+    for number, usual in enumerate(course.stages):
+        stage = usual.stage
+        shaped = None if shape is None else shape(index, usual, car)
+        stage_course, profile = shaped or (usual, usual.profile(car))
         open_ms = stage.opens_at_ms + config.time_shift_ms
         first_go = open_ms + 1000.0 * config.first_start_after_open_s
         if extra:

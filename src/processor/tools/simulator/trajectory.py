@@ -106,41 +106,74 @@ class SpeedLimit:
     speed_ms: float
 
 
+@dataclass(frozen=True, slots=True)
+class Dwell:
+    """A standstill of `duration_s` at arc length `s` mid-route (a scripted stop)."""
+
+    s: float
+    duration_s: float
+
+
 class Profile:
     """Speed over arc length from s = 0 (standstill) to route end (standstill).
 
     Node i has arc length `s[i]`, speed `v[i]` and time `t[i]` (seconds after the
-    start); on each interval the acceleration `a[i]` is constant.
+    start); on each interval the acceleration `a[i]` is constant. A dwell is a node
+    where v = 0, repeated: the interval between the two copies has zero length and
+    lasts the dwell, so every closed form below holds through it unchanged.
     """
 
-    def __init__(self, route: Route, car: CarModel, limits: Sequence[SpeedLimit] = ()) -> None:
+    def __init__(
+        self,
+        route: Route,
+        car: CarModel,
+        limits: Sequence[SpeedLimit] = (),
+        dwells: Sequence[Dwell] = (),
+    ) -> None:
         self.route = route
-        self.s = _nodes(route, limits)
-        target = route.curvature_targets(self.s, car.lat_acc)
+        nodes = _nodes(route, limits, [d.s for d in dwells])
+        target = route.curvature_targets(nodes, car.lat_acc)
         vmin, vmax = MIN_STAGE_SPEED_MS, min(car.vmax_ms, MAX_STAGE_SPEED_MS)
         v = [min(vmax, max(vmin, x)) for x in target]
         for limit in limits:
             cap = max(vmin, limit.speed_ms)
-            for i, s in enumerate(self.s):
+            for i, s in enumerate(nodes):
                 if limit.s_from <= s <= limit.s_to:
                     v[i] = min(v[i], cap)
         n = len(v)
         if n < 3:
             raise ValueError("a route must be longer than two profile nodes")
         v[0] = v[-1] = 0.0
+        dwell_at: dict[int, float] = {}
+        for dwell in dwells:
+            if not 0.0 < dwell.s < route.length or dwell.duration_s <= 0.0:
+                raise ValueError("a dwell needs 0 < s < route length and a positive duration")
+            i = min(range(n), key=lambda k: abs(nodes[k] - dwell.s))
+            v[i] = 0.0
+            dwell_at[i] = dwell_at.get(i, 0.0) + dwell.duration_s
         for i in range(1, n):
-            v[i] = min(v[i], math.sqrt(v[i - 1] ** 2 + 2.0 * car.acc * (self.s[i] - self.s[i - 1])))
+            v[i] = min(v[i], math.sqrt(v[i - 1] ** 2 + 2.0 * car.acc * (nodes[i] - nodes[i - 1])))
         for i in range(n - 2, -1, -1):
-            v[i] = min(
-                v[i], math.sqrt(v[i + 1] ** 2 + 2.0 * car.brake * (self.s[i + 1] - self.s[i]))
-            )
-        self.v = v
-        self.t = [0.0]
+            v[i] = min(v[i], math.sqrt(v[i + 1] ** 2 + 2.0 * car.brake * (nodes[i + 1] - nodes[i])))
+        self.s: list[float] = []
+        self.v: list[float] = []
+        self.t: list[float] = []
         self.a: list[float] = []
-        for i in range(n - 1):
-            ds = self.s[i + 1] - self.s[i]
-            self.a.append((v[i + 1] ** 2 - v[i] ** 2) / (2.0 * ds))
-            self.t.append(self.t[-1] + 2.0 * ds / (v[i] + v[i + 1]))
+        t = 0.0
+        for i in range(n):
+            self.s.append(nodes[i])
+            self.v.append(v[i])
+            self.t.append(t)
+            if i in dwell_at:  # the standstill: a zero-length interval
+                self.a.append(0.0)
+                t += dwell_at[i]
+                self.s.append(nodes[i])
+                self.v.append(0.0)
+                self.t.append(t)
+            if i + 1 < n:
+                ds = nodes[i + 1] - nodes[i]
+                self.a.append((v[i + 1] ** 2 - v[i] ** 2) / (2.0 * ds))
+                t += 2.0 * ds / (v[i] + v[i + 1])
         self.duration = self.t[-1]
 
     def node_at_time(self, t: float) -> int:
@@ -163,7 +196,8 @@ class Profile:
         return self.s[i] + v0 * tau + 0.5 * a * tau * tau, max(0.0, v0 + a * tau)
 
     def time_at(self, s: float) -> float:
-        """Seconds after the start when the car is at arc length s (exact inverse)."""
+        """Seconds after the start when the car is at arc length s (exact inverse; at a
+        dwell, when it moves off)."""
         if s <= 0.0:
             return 0.0
         if s >= self.route.length:
@@ -207,11 +241,13 @@ def _time_above_linear(t0: float, t1: float, v0: float, v1: float, limit: float)
     return t1 - cut if v1 > limit else cut - t0
 
 
-def _nodes(route: Route, limits: Sequence[SpeedLimit]) -> list[float]:
-    """Profile nodes: every vertex, every limit boundary, and no gap over NODE_SPACING_M."""
+def _nodes(route: Route, limits: Sequence[SpeedLimit], extra: Sequence[float] = ()) -> list[float]:
+    """Profile nodes: every vertex, every limit boundary, each extra mark, and no gap
+    over NODE_SPACING_M."""
     marks = set(route.s)
     for limit in limits:
         marks.update(x for x in (limit.s_from, limit.s_to) if 0.0 < x < route.length)
+    marks.update(x for x in extra if 0.0 < x < route.length)
     ordered = sorted(marks)
     nodes = [ordered[0]]
     for s in ordered[1:]:
