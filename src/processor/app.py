@@ -15,7 +15,12 @@ from processor.core.backoff import Backoff
 from processor.core.settings import Settings
 from processor.domain_runner.config_source import ConfigSource
 from processor.domain_runner.outputs import DomainOutputs
-from processor.domain_runner.runner import DomainRunner, WindowHandler, notice_settings
+from processor.domain_runner.runner import (
+    DomainRunner,
+    TickingHandler,
+    WindowHandler,
+    notice_settings,
+)
 from processor.observability.health import HealthProbe
 from processor.observability.http import HttpServer, build_app
 from processor.observability.metrics import Metrics
@@ -274,12 +279,37 @@ class DomainStage:
                 consumer=self.settings.consumer,
                 until_idle=until_idle,
             )
-            await runner.run(until_idle=until_idle)
+            ticking = None
+            if isinstance(self.handler, TickingHandler):
+                ticking = asyncio.create_task(self._ticks(self.handler, pool), name="domain-tick")
+            try:
+                await runner.run(until_idle=until_idle)
+                if until_idle and isinstance(self.handler, TickingHandler):
+                    async with pool.acquire() as conn:
+                        await self.handler.tick(conn)  # a one-off pass ends with the clock's part
+            finally:
+                if ticking is not None:
+                    await cancel_and_wait([ticking])
         finally:
             if own_pool and pool is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pool.close(), 5)
             await redis.aclose()
+
+    async def _ticks(self, handler: TickingHandler, pool: asyncpg.Pool) -> None:
+        """The clock's part every `domain_tick_s`; a failed tick is logged, counted and
+        retried at the next one (the windows go on meanwhile)."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.domain_tick_s)
+            if self._stop.is_set():
+                return
+            try:
+                async with pool.acquire() as conn:
+                    await handler.tick(conn)
+            except Exception as exc:
+                self.metrics.domain_failures.inc()
+                log.error("domain_tick_failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 async def _finish_domain(task: asyncio.Task[None], timeout_s: float | None) -> None:

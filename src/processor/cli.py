@@ -217,9 +217,21 @@ def recompute(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the differences, write nothing.")
     ] = False,
+    republish: Annotated[
+        bool,
+        typer.Option(
+            "--republish",
+            help="Delete the stage's automatic rows and write them all again (after rows"
+            " were deleted by hand in Directus).",
+        ),
+    ] = False,
 ) -> None:
-    """Recompute every entry's timing records of a stage (after a geofence or rule change)."""
-    _replay(stage_id=stage, geofences_file=geofences, dry_run=dry_run)
+    """Recompute a stage's timing records, penalties, results and ranking (after a
+    geofence, rule or official's change)."""
+    if republish and dry_run:
+        typer.echo("--republish writes; it cannot be combined with --dry-run", err=True)
+        raise typer.Exit(2)
+    _replay(stage_id=stage, geofences_file=geofences, dry_run=dry_run, republish=republish)
 
 
 @app.command()
@@ -379,14 +391,6 @@ def bench(
     domain_rate: Annotated[
         int, typer.Option(help="Positions/s in the domain stage's run.")
     ] = 2_000,
-    timing_index: Annotated[
-        bool,
-        typer.Option(
-            "--timing-index",
-            help="What-if: index public.timing_records (entry, crossed_at) in the bench"
-            " database (the Directus schema has no such index).",
-        ),
-    ] = False,
 ) -> None:
     """Measure throughput (vs a raw COPY ceiling and a naive peer), latency and the domain
     stage (keeping up in real time; the core beside a failing one), in one run."""
@@ -404,7 +408,6 @@ def bench(
         output=output,
         domain_seconds=domain_seconds,
         domain_rate=domain_rate,
-        timing_index=timing_index,
     )
     result = _run(run_bench(config, lambda text: console.print(f"[dim]· {text}[/]")))
     print_report(result, console)
@@ -430,6 +433,38 @@ def status(
     settings = _settings()
     try:
         code = _run(show_status(settings, console, watch_s=watch, as_json=json_output))
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+@app.command()
+def leaderboard(
+    stage: Annotated[int | None, typer.Option("--stage", help="Stage id: its results.")] = None,
+    event: Annotated[
+        int | None, typer.Option("--event", help="Event id: its classification.")
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.5, help="Seconds.")] = 5.0,
+    json_output: Annotated[bool, typer.Option("--json", help="The board as JSON.")] = False,
+) -> None:
+    """Stage results (ranks, gaps, splits) or the event classification, from PostgreSQL."""
+    from processor.tools.leaderboard import show_leaderboard
+
+    if (stage is None) == (event is None):
+        raise typer.BadParameter("give either --stage or --event", param_hint="--stage/--event")
+    settings = _settings()
+    try:
+        code = _run(
+            show_leaderboard(
+                settings,
+                console,
+                stage=stage,
+                event=event,
+                watch_s=interval if watch else None,
+                as_json=json_output,
+            )
+        )
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)

@@ -131,7 +131,8 @@ async def group_info(redis: aioredis.Redis, stream: str, group: str) -> dict[str
 @pytest.fixture
 async def event_db(db: asyncpg.Connection) -> asyncpg.Connection:
     await db.execute(
-        "TRUNCATE public.timing_records, telemetry.outbox, telemetry.position_attributes"
+        "TRUNCATE public.timing_records, telemetry.outbox, telemetry.position_attributes,"
+        " telemetry.domain_outputs"
     )
     await load_event_rows(db, read_event_file())
     return db

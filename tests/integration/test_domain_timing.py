@@ -67,7 +67,8 @@ async def stored_records(db: asyncpg.Connection) -> dict[str, int]:
 @pytest.fixture
 async def event_db(db: asyncpg.Connection) -> asyncpg.Connection:
     await db.execute(
-        "TRUNCATE public.timing_records, telemetry.outbox, telemetry.position_attributes"
+        "TRUNCATE public.timing_records, telemetry.outbox, telemetry.position_attributes,"
+        " telemetry.domain_outputs"
     )
     await load_event_rows(db, read_event_file())
     return db
@@ -142,7 +143,10 @@ async def test_same_records_whatever_the_arrival_order(
     in_order = await stored_records(event_db)
 
     # Again from scratch, every device's records shuffled and uploaded newest-first in bursts.
-    await event_db.execute("TRUNCATE telemetry.positions, public.timing_records, telemetry.outbox")
+    await event_db.execute(
+        "TRUNCATE telemetry.positions, public.timing_records, telemetry.outbox,"
+        " telemetry.domain_outputs"
+    )
     await redis_client.delete(settings.stream, settings.notice_stream)
     by_device: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:

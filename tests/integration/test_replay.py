@@ -114,7 +114,8 @@ async def live(
     database is shared by the whole run.
     """
     await db.execute(
-        "TRUNCATE public.timing_records, telemetry.outbox, telemetry.position_attributes"
+        "TRUNCATE public.timing_records, telemetry.outbox, telemetry.position_attributes,"
+        " telemetry.domain_outputs"
     )
     await load_event_rows(db, read_event_file())
     simulation = Simulation(load_event(), GeneratorConfig(devices=DEVICES, seed=3))
@@ -249,9 +250,12 @@ async def test_manual_records_are_never_touched(live: asyncpg.Connection) -> Non
     await move_split_in_directus(live, MOVE_M)
     snapshot = await load_snapshot(live)
     planned = await recompute_stage(live, snapshot, 1, dry_run=True)
-    # The corrected record's crossing moved too, but it is manual: not a change.
+    # The corrected record's crossing moved too, but it is manual: not a change. The
+    # official's added finish supersedes that entry's automatic finish (ADR 0004).
     assert corrected["key"] not in {c.key for c in planned.changes}
-    assert len(planned.changes) == DEVICES - 1
+    superseded = [c for c in planned.changes if c.kind == "finish_line"]
+    assert [c.change for c in superseded] == ["updated"]
+    assert len(planned.changes) == DEVICES - 1 + 1
     assert planned.manual == 2
 
     written = await recompute_stage(live, snapshot, 1, dry_run=False)
@@ -262,6 +266,10 @@ async def test_manual_records_are_never_touched(live: asyncpg.Connection) -> Non
         "SELECT * FROM public.timing_records WHERE source = 'manual' ORDER BY id"
     )
     assert [dict(r) for r in manual_after] == [dict(r) for r in manual_before]
+    status = await live.fetchval(
+        "SELECT status FROM public.timing_records WHERE key = $1", superseded[0].key
+    )
+    assert status == "superseded"
 
 
 async def test_positions_are_never_written(settings: Settings, live: asyncpg.Connection) -> None:

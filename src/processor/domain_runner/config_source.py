@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -25,7 +25,8 @@ log = structlog.get_logger(__name__)
 
 _QUERIES = {
     "events": (
-        "SELECT id, name, starts_at, ends_at, timezone, status FROM public.events ORDER BY id"
+        "SELECT id, name, starts_at, ends_at, timezone, status, rules"
+        " FROM public.events ORDER BY id"
     ),
     "stages": (
         "SELECT id, event, name, sequence, opens_at, closes_at, status, max_time_s, route"
@@ -33,7 +34,7 @@ _QUERIES = {
     ),
     "geofences": (
         "SELECT id, event, stage, kind, name, geometry, direction, radius_m, speed_limit_kmh,"
-        " sequence FROM public.geofences ORDER BY id"
+        " sequence, waypoint_type FROM public.geofences ORDER BY id"
     ),
     "entries": (
         "SELECT e.id, e.event, e.number, e.crew_name, e.class, e.status, d.imei, d.model"
@@ -45,6 +46,48 @@ _QUERIES = {
         " FROM public.io_mappings ORDER BY id"
     ),
 }
+
+
+_MANUAL_QUERIES = {
+    "timing_records": (
+        "SELECT key, stage, entry, geofence, kind, status,"
+        " (extract(epoch FROM crossed_at) * 1000)::bigint AS at_ms"
+        " FROM public.timing_records WHERE source = 'manual' ORDER BY id"
+    ),
+    "penalties": (
+        "SELECT key, stage, entry, kind, amount_ms, status, reason"
+        " FROM public.penalties WHERE source = 'manual' ORDER BY id"
+    ),
+    "stage_results": (
+        "SELECT key, stage, entry, status, total_ms"
+        " FROM public.stage_results WHERE source = 'manual' ORDER BY id"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ManualRows:
+    """Officials' rows (ADR 0004), small and read with the configuration: the domain
+    stage needs them for every result, and Directus's tables have no index for it."""
+
+    timing_records: tuple[dict[str, Any], ...] = ()
+    penalties: tuple[dict[str, Any], ...] = ()
+    stage_results: tuple[dict[str, Any], ...] = ()
+    fingerprint: str = ""
+
+    @property
+    def gates(self) -> frozenset[tuple[int, int, int]]:
+        """(stage, entry, geofence) decided by officials."""
+        return frozenset((r["stage"], r["entry"], r["geofence"]) for r in self.timing_records)
+
+    def pairs(self) -> set[tuple[int, int]]:
+        """(stage, entry) pairs with any manual row."""
+        rows = self.timing_records + self.penalties + self.stage_results
+        return {(r["stage"], r["entry"]) for r in rows}
+
+    def of_pair(self, name: str, stage: int, entry: int) -> list[dict[str, Any]]:
+        rows: tuple[dict[str, Any], ...] = getattr(self, name)
+        return [r for r in rows if r["stage"] == stage and r["entry"] == entry]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +115,21 @@ class Snapshot:
     mappings: MappingTable
     errors: list[RowError] = field(default_factory=list)
     fingerprint: str = ""
+    manual: ManualRows = field(default_factory=ManualRows)
 
     def entries_of(self, device_id: str) -> list[EntryRef]:
         return self.entries_by_device.get(device_id, [])
+
+    def entry(self, entry_id: int) -> EntryRef | None:
+        for refs in self.entries_by_device.values():
+            for e in refs:
+                if e.id == entry_id:
+                    return e
+        return None
+
+    def entries_of_event(self, event_id: int) -> list[EntryRef]:
+        found = {e.id: e for refs in self.entries_by_device.values() for e in refs}
+        return sorted((e for e in found.values() if e.event == event_id), key=lambda e: e.id)
 
 
 class ConfigSource:
@@ -83,6 +138,8 @@ class ConfigSource:
     def __init__(self, refresh_s: float) -> None:
         self.refresh_s = refresh_s
         self.snapshot: Snapshot | None = None
+        # The manual rows before the last change: their pairs need recomputing too.
+        self.previous_manual: ManualRows | None = None
         self._checked = 0.0
 
     async def current(self, conn: DbConnection) -> Snapshot:
@@ -92,9 +149,19 @@ class ConfigSource:
             rows = {
                 name: [dict(r) for r in await conn.fetch(sql)] for name, sql in _QUERIES.items()
             }
-            fingerprint = hashlib.sha256(msgspec.json.encode(rows, enc_hook=str)).hexdigest()
-            if self.snapshot is None or fingerprint != self.snapshot.fingerprint:
-                self.snapshot = build_snapshot(rows, fingerprint)
+            fingerprint = _fingerprint(rows)
+            manual = await load_manual(conn)
+            if self.snapshot is not None and fingerprint == self.snapshot.fingerprint:
+                if manual.fingerprint != self.snapshot.manual.fingerprint:
+                    self.previous_manual = self.snapshot.manual
+                    self.snapshot = replace(self.snapshot, manual=manual)
+            else:
+                # At start, every pair with an officials' row counts as changed: they may
+                # have been edited while no domain stage was running.
+                self.previous_manual = (
+                    ManualRows() if self.snapshot is None else self.snapshot.manual
+                )
+                self.snapshot = replace(build_snapshot(rows, fingerprint), manual=manual)
                 log.info(
                     "configuration_loaded",
                     geofences=len(self.snapshot.config.geofences),
@@ -105,6 +172,17 @@ class ConfigSource:
                     log.warning("configuration_row_skipped", row=str(error))
             self._checked = now
         return self.snapshot
+
+
+async def load_manual(conn: DbConnection) -> ManualRows:
+    rows = {
+        name: tuple(dict(r) for r in await conn.fetch(sql)) for name, sql in _MANUAL_QUERIES.items()
+    }
+    return ManualRows(**rows, fingerprint=_fingerprint(rows))
+
+
+def _fingerprint(rows: object) -> str:
+    return hashlib.sha256(msgspec.json.encode(rows, enc_hook=str)).hexdigest()
 
 
 def build_snapshot(rows: dict[str, list[dict[str, Any]]], fingerprint: str = "") -> Snapshot:

@@ -45,15 +45,12 @@ from processor.domain.timing import (
     affected_span,
     context_span,
 )
+from processor.domain_runner import store
 from processor.domain_runner.config_source import ConfigSource, EntryRef, Snapshot
 from processor.domain_runner.fixes import read_range
-from processor.domain_runner.outputs import (
-    record_details,
-    record_key,
-    record_kind,
-    timing_crossings,
-    write_timing,
-)
+from processor.domain_runner.outputs import timing_crossings, timing_output, write_timing
+from processor.domain_runner.race import Race
+from processor.domain_runner.store import Output
 from processor.storage.pool import DbConnection
 
 # A long range is planned and written in chunks of this much time (each with its own
@@ -221,6 +218,7 @@ async def recompute_stage(
     stage_id: int,
     *,
     dry_run: bool = True,
+    republish: bool = False,
     settings: TimingSettings = DEFAULT_SETTINGS,
 ) -> ReplayReport:
     """Recompute every entry of the stage's event over the stage's opens_at..closes_at.
@@ -248,8 +246,35 @@ async def recompute_stage(
     report = ReplayReport(
         f"stage {stage_id} ({stage.name})", dry_run, span, config_errors=list(snapshot.errors)
     )
+    if republish and not dry_run:
+        await forget_stage(conn, stage_id)
     await _run(conn, snapshot, by_device, span, report, settings)
+    if not dry_run:
+        # Every pair, not only those whose timing changed: a rule or a penalty may have.
+        race = Race()
+        moved = False
+        for refs in by_device.values():
+            for entry in refs:
+                moved |= await race.settle_locked(conn, snapshot, stage_id, entry)
+        if moved:
+            async with conn.transaction():
+                await race.rank(conn, snapshot, stage)
     return report
+
+
+async def forget_stage(conn: DbConnection, stage_id: int) -> None:
+    """`--republish`: drop the stage's automatic rows and the record of them, so the
+    recompute writes every one again (after published rows were deleted by hand)."""
+    async with conn.transaction():
+        await conn.execute(
+            "DELETE FROM telemetry.domain_outputs WHERE stage = $1"
+            " AND collection IN ('timing_records', 'penalties', 'stage_results')",
+            stage_id,
+        )
+        for table in ("timing_records", "penalties", "stage_results"):
+            await conn.execute(
+                f"DELETE FROM public.{table} WHERE stage = $1 AND source = 'auto'", stage_id
+            )
 
 
 async def _run(
@@ -286,68 +311,88 @@ async def _device(
     report: ReplayReport,
     settings: TimingSettings,
 ) -> None:
+    touched: set[tuple[int, int]] = set()
     for window in chunks(span):
         fixes = await read_range(conn, device_id, *context_span(*window, settings))
         report.fixes += sum(1 for p in fixes if window[0] <= p.ts_ms < window[1])
         for entry in entries:
             planned = timing_crossings(snapshot, entry, fixes, window, settings)
-            await _compare(conn, entry, planned, window, report)
+            await _compare(conn, snapshot, entry, planned, window, report)
             if not report.dry_run:
-                await write_timing(conn, snapshot, entry, fixes, window, settings)
+                d = await write_timing(conn, snapshot, entry, fixes, window, settings)
+                touched |= {(o.stage, entry.id) for o, _ in d.changes() if o.stage is not None}
+    # As the live stage does: the pairs whose timing changed are settled again.
+    by_id = {e.id: e for e in entries}
+    race = Race()
+    for stage_id, entry_id in sorted(touched):
+        await race.settle(conn, snapshot, stage_id, by_id[entry_id])
 
 
 async def _compare(
     conn: DbConnection,
+    snapshot: Snapshot,
     entry: EntryRef,
     planned: list[Crossing],
     window: tuple[int, int],
     report: ReplayReport,
 ) -> None:
-    """The changes `write_timing` makes for these crossings: its upsert's and stale
-    delete's conditions, evaluated against the stored rows."""
-    by_key = {record_key(entry, c): c for c in planned}
-    rows = await conn.fetch(_STORED, entry.id, window[0], window[1], list(by_key))
-    stored = {r["key"]: _Stored(**dict(r)) for r in rows}
-    report.records += len(by_key)
-    report.manual += sum(1 for s in stored.values() if s.source == "manual" and s.in_span)
-    added: list[Change] = []
-    removed: list[Change] = []
-    for key, c in by_key.items():
-        old = stored.get(key)
-        kind = record_kind(c)
-        if old is None:
-            added.append(
-                Change(
-                    "added", _stage(c), entry.id, c.geofence_id, kind, None, c.crossed_at_ms, key
-                )
+    """The changes `write_timing` makes for these crossings: the same diff against the
+    stage's record of its outputs, in report form."""
+    old = await store.of_entry(conn, "timing_records", entry.id, window[0], window[1])
+    d = store.diff(old, [timing_output(snapshot, entry, c) for c in planned])
+    # A row an official took over (same key, source manual) is never written: no change.
+    manual_keys = {r["key"] for r in snapshot.manual.timing_records}
+    d = store.Diff(
+        *(
+            [o for o in part if o.key not in manual_keys]
+            for part in (d.created, d.updated, d.deleted)
+        )
+    )
+    report.records += len(planned)
+    report.manual += sum(
+        1
+        for r in snapshot.manual.timing_records
+        if r["entry"] == entry.id and window[0] <= r["at_ms"] < window[1]
+    )
+    report.unchanged += len(planned) - len(d.created) - len(d.updated)
+    for o in d.updated:
+        before = old[o.key].data
+        change: ChangeKind = (
+            "re-timed" if before["crossed_at"] != o.data["crossed_at"] else "updated"
+        )
+        report.changes.append(
+            Change(
+                change,
+                _int(o.stage),
+                entry.id,
+                o.data["geofence"],
+                o.data["kind"],
+                before["crossed_at"],
+                o.data["crossed_at"],
+                o.key,
             )
-        elif old.source == "manual":
-            continue  # the upsert never touches a manual row (counted above)
-        elif old.ms != c.crossed_at_ms:
-            report.changes.append(
-                Change(
-                    "re-timed",
-                    _stage(c),
-                    entry.id,
-                    c.geofence_id,
-                    kind,
-                    old.ms,
-                    c.crossed_at_ms,
-                    key,
-                )
-            )
-        elif old.status != "valid" or old.details != record_details(c):
-            report.changes.append(
-                Change("updated", _stage(c), entry.id, c.geofence_id, kind, old.ms, old.ms, key)
-            )
-        else:
-            report.unchanged += 1
-    for key, old in stored.items():
-        if old.source == "auto" and old.in_span and key not in by_key:
-            removed.append(
-                Change("removed", old.stage, old.entry, old.geofence, old.kind, old.ms, None, key)
-            )
+        )
+    added = [_change("added", o, None, o.data["crossed_at"]) for o in d.created]
+    removed = [_change("removed", o, o.data["crossed_at"], None) for o in d.deleted]
     report.changes.extend(pair_moves(removed, added))
+
+
+def _change(kind: ChangeKind, o: Output, old_ms: int | None, new_ms: int | None) -> Change:
+    return Change(
+        kind,
+        _int(o.stage),
+        _int(o.entry),
+        o.data["geofence"],
+        o.data["kind"],
+        old_ms,
+        new_ms,
+        o.key,
+    )
+
+
+def _int(value: int | None) -> int:
+    assert value is not None  # timing records always have a stage and an entry
+    return value
 
 
 def pair_moves(removed: Iterable[Change], added: Iterable[Change]) -> list[Change]:
@@ -452,13 +497,16 @@ async def run_replay(
     stage_id: int | None = None,
     geofences_file: Path | None = None,
     dry_run: bool = True,
+    republish: bool = False,
 ) -> ReplayReport:
     """`processor replay` (a device and a range) or `processor recompute` (a stage)."""
     conn = await asyncpg.connect(database_url)
     try:
         snapshot = await load_snapshot(conn, geofences_file)
         if stage_id is not None:
-            report = await recompute_stage(conn, snapshot, stage_id, dry_run=dry_run)
+            report = await recompute_stage(
+                conn, snapshot, stage_id, dry_run=dry_run, republish=republish
+            )
         elif device_id is None or since_ms is None or until_ms is None:
             raise ReplayError("a replay needs a device, --since and --until")
         else:

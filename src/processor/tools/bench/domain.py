@@ -200,23 +200,10 @@ def layout_counts(doc: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-# What-if (`processor bench --timing-index`): the index the domain stage's statements on
-# timing_records need (per entry and time); the Directus schema does not create it, so
-# every stale-record DELETE scans the whole table. Only ever in the bench's own database.
-TIMING_INDEX = (
-    "CREATE INDEX IF NOT EXISTS bench_timing_records_entry_crossed_at"
-    " ON public.timing_records (entry, crossed_at)"
-)
-
-
-async def load_layout(
-    conn: asyncpg.Connection, doc: dict[str, Any], *, timing_index: bool = False
-) -> None:
+async def load_layout(conn: asyncpg.Connection, doc: dict[str, Any]) -> None:
     """Directus's tables (the SQL fixture: this is the benchmark's own throwaway database),
     the layout's rows and the IO mappings."""
     await conn.execute(await asyncio.to_thread(DIRECTUS_FIXTURE.read_text))
-    if timing_index:
-        await conn.execute(TIMING_INDEX)
     await load_event_rows(conn, doc)
     await conn.executemany(
         "INSERT INTO public.io_mappings (model, io_id, name, type, multiplier, unit)"
@@ -598,7 +585,6 @@ async def run_domain_bench(
     seconds: float,
     seed: int,
     say: Say,
-    timing_index: bool = False,
 ) -> DomainBench:
     """The domain section (the isolation pairs alternate, best of `repeats` each)."""
     result = DomainBench()
@@ -623,9 +609,7 @@ async def run_domain_bench(
         + ", ".join(f"{v} on stage {k[6:]}" for k, v in counts.items() if k.startswith("stage_"))
         + f"; {len(doc['entries'])} entries"
     )
-    if timing_index:
-        say("what-if: public.timing_records indexed on (entry, crossed_at)")
-    await load_layout(conn, doc, timing_index=timing_index)
+    await load_layout(conn, doc)
     say("processor beside a working domain stage: same stream")
     working = await _isolation("working", conn, redis, settings, env, entries)
     result.figures["core_with_working_domain"] = working
@@ -639,7 +623,6 @@ async def run_domain_bench(
     await conn.execute("TRUNCATE telemetry.positions, public.timing_records, telemetry.outbox")
     realtime = await _realtime(settings, env, redis, conn, rate=rate, seconds=seconds, seed=seed)
     realtime.update({k: float(v) for k, v in counts.items()})
-    realtime["timing_index"] = float(timing_index)
     result.figures["domain"] = realtime
     return result
 

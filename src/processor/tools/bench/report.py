@@ -63,8 +63,7 @@ def print_domain(result: BenchResult, console: Console) -> None:
     rows = (
         (
             "layout",
-            f"{d['geofences']:.0f} geofences ({stages} per stage)"
-            + (", timing_records indexed (what-if)" if d.get("timing_index") else ""),
+            f"{d['geofences']:.0f} geofences ({stages} per stage)",
         ),
         (
             "feed",

@@ -54,7 +54,6 @@ class BenchConfig:
     output: Path | None = None
     domain_seconds: float = 60.0
     domain_rate: int = 2_000
-    timing_index: bool = False
 
 
 @dataclass
@@ -230,7 +229,6 @@ async def run_bench(config: BenchConfig, say: Say) -> BenchResult:
                 seconds=config.domain_seconds,
                 seed=config.seed,
                 say=say,
-                timing_index=config.timing_index,
             )
             result.figures.update(domain.figures)
             result.ratios.update(domain.ratios)

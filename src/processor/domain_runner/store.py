@@ -1,0 +1,335 @@
+"""The domain's outputs: its own record of them, the rows it publishes, and the outbox.
+
+Every automatic output (timing record, penalty, stage result, alert) is kept in
+`telemetry.domain_outputs` under the key of the row it publishes in Directus's tables.
+The stage reads its previous outputs there (indexed by entry, time and stage; the
+Directus tables have no index it may add, ADR 0010), diffs them against a fresh
+computation, and applies only the difference: to its record, to the published rows
+(never touching `source = 'manual'` ones), and as one outbox event per change, all in
+the caller's transaction. A recompute that changes nothing writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from processor.storage.pool import DbConnection
+
+Change = Literal["created", "updated", "deleted"]
+ColumnType = Literal["int", "bigint", "text", "ts", "json"]
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+class Output(msgspec.Struct, frozen=True):
+    """One automatic output. `data` holds the published row's columns (times in ms)."""
+
+    collection: str
+    key: str
+    event: int
+    stage: int | None
+    entry: int | None
+    at_ms: int
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Published:
+    """How one collection is published in Directus's schema."""
+
+    table: str
+    columns: Mapping[str, ColumnType]
+    # SQL for SET of the upsert's columns not simply copied (e.g. alert status).
+    overrides: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Diff:
+    created: list[Output] = field(default_factory=list)
+    updated: list[Output] = field(default_factory=list)
+    deleted: list[Output] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+    def changes(self) -> Iterable[tuple[Output, Change]]:
+        yield from ((o, "created") for o in self.created)
+        yield from ((o, "updated") for o in self.updated)
+        yield from ((o, "deleted") for o in self.deleted)
+
+
+_SELECT = (
+    "SELECT collection, key, event, stage, entry, at_ms, data::text FROM telemetry.domain_outputs"
+)
+
+
+def _outputs(rows: Iterable[Any]) -> dict[str, Output]:
+    return {
+        r["key"]: Output(
+            r["collection"],
+            r["key"],
+            r["event"],
+            r["stage"],
+            r["entry"],
+            r["at_ms"],
+            _decode(r["data"]),
+        )
+        for r in rows
+    }
+
+
+async def of_entry(
+    conn: DbConnection,
+    collection: str,
+    entry: int,
+    lo_ms: int,
+    hi_ms: int,
+    kinds: Sequence[str] | None = None,
+) -> dict[str, Output]:
+    """Outputs of an entry with `lo_ms <= at_ms < hi_ms` (of these `kinds` only)."""
+    sql = f"{_SELECT} WHERE collection = $1 AND entry = $2 AND at_ms >= $3 AND at_ms < $4"
+    if kinds is None:
+        rows = await conn.fetch(sql, collection, entry, lo_ms, hi_ms)
+    else:
+        sql += " AND data->>'kind' = ANY($5::text[])"
+        rows = await conn.fetch(sql, collection, entry, lo_ms, hi_ms, list(kinds))
+    return _outputs(rows)
+
+
+async def of_stage(
+    conn: DbConnection, collection: str, stage: int, entry: int | None = None
+) -> dict[str, Output]:
+    """Outputs of a stage (of one entry on it, if given)."""
+    if entry is None:
+        rows = await conn.fetch(
+            f"{_SELECT} WHERE collection = $1 AND stage = $2", collection, stage
+        )
+    else:
+        rows = await conn.fetch(
+            f"{_SELECT} WHERE collection = $1 AND stage = $2 AND entry = $3",
+            collection,
+            stage,
+            entry,
+        )
+    return _outputs(rows)
+
+
+class Standing(msgspec.Struct, frozen=True):
+    """What ranking needs of a stored stage result (not its splits and evidence)."""
+
+    key: str
+    entry: int
+    status: str
+    total_ms: int | None
+    start_at: int | None
+    rank: int | None
+    class_rank: int | None
+    gap_leader_ms: int | None
+    gap_ahead_ms: int | None
+
+    @property
+    def placing(self) -> tuple[int | None, int | None, int | None, int | None]:
+        return (self.rank, self.class_rank, self.gap_leader_ms, self.gap_ahead_ms)
+
+
+async def standings(conn: DbConnection, stage: int) -> list[Standing]:
+    """The stage's stored results, light: ranking a stage of thousands of entries must
+    not decode thousands of split lists."""
+    rows = await conn.fetch(
+        """
+        SELECT key, entry, data->>'status' AS status, (data->>'total_ms')::bigint AS total_ms,
+               (data->>'start_at')::bigint AS start_at, (data->>'rank')::int AS rank,
+               (data->>'class_rank')::int AS class_rank,
+               (data->>'gap_leader_ms')::bigint AS gap_leader_ms,
+               (data->>'gap_ahead_ms')::bigint AS gap_ahead_ms
+        FROM telemetry.domain_outputs WHERE collection = 'stage_results' AND stage = $1
+        """,
+        stage,
+    )
+    return [Standing(**dict(r)) for r in rows]
+
+
+async def set_placings(
+    conn: DbConnection,
+    published: Published,
+    placings: Sequence[tuple[Standing, tuple[int | None, int | None, int | None, int | None]]],
+) -> None:
+    """Write new ranks and gaps (only those changed) to the record, the published rows
+    and the outbox, without rewriting the rest of each result."""
+    if not placings:
+        return
+    keys = [s.key for s, _ in placings]
+    columns = list(zip(*(p for _, p in placings), strict=True))
+    rows = await conn.fetch(
+        """
+        UPDATE telemetry.domain_outputs AS o SET data = o.data || jsonb_build_object(
+            'rank', x.rank, 'class_rank', x.class_rank,
+            'gap_leader_ms', x.gap_leader_ms, 'gap_ahead_ms', x.gap_ahead_ms)
+        FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::bigint[])
+             AS x(key, rank, class_rank, gap_leader_ms, gap_ahead_ms)
+        WHERE o.collection = 'stage_results' AND o.key = x.key
+        RETURNING o.collection, o.key, o.event, o.stage, o.entry, o.at_ms, o.data::text
+        """,
+        keys,
+        *columns,
+    )
+    await conn.execute(
+        f"""
+        UPDATE public.{published.table} AS t SET rank = x.rank, class_rank = x.class_rank,
+            gap_leader_ms = x.gap_leader_ms, gap_ahead_ms = x.gap_ahead_ms, updated_at = now()
+        FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::bigint[])
+             AS x(key, rank, class_rank, gap_leader_ms, gap_ahead_ms)
+        WHERE t.key = x.key AND t.source <> 'manual'
+        """,
+        keys,
+        *columns,
+    )
+    await _outbox(conn, [(o, "updated") for o in _outputs(rows).values()])
+
+
+async def of_stage_light(
+    conn: DbConnection, collection: str, stage: int, entry: int, fields: Sequence[str]
+) -> dict[str, Output]:
+    """`of_stage` with only these top-level `fields` of `data` (a timing record's
+    bracketing fixes and details are not what a result is computed from)."""
+    pairs = ", ".join(f"'{f}', data->'{f}'" for f in fields)
+    rows = await conn.fetch(
+        "SELECT collection, key, event, stage, entry, at_ms,"
+        f" jsonb_build_object({pairs})::text AS data FROM telemetry.domain_outputs"
+        " WHERE collection = $1 AND stage = $2 AND entry = $3",
+        collection,
+        stage,
+        entry,
+    )
+    return _outputs(rows)
+
+
+def diff(old: Mapping[str, Output], new: Sequence[Output]) -> Diff:
+    result = Diff()
+    seen = set()
+    for o in new:
+        seen.add(o.key)
+        before = old.get(o.key)
+        if before is None:
+            result.created.append(o)
+        elif before != o:
+            result.updated.append(o)
+    result.deleted = [o for k, o in old.items() if k not in seen]
+    return result
+
+
+async def apply(conn: DbConnection, published: Published, d: Diff) -> Diff:
+    """Write a diff to the record, the published table and the outbox."""
+    if not d:
+        return d
+    upserts = d.created + d.updated
+    if upserts:
+        await conn.execute(
+            """
+            INSERT INTO telemetry.domain_outputs AS o
+                (collection, key, event, stage, entry, at_ms, data)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[],
+                                 $6::bigint[], $7::jsonb[])
+            ON CONFLICT (collection, key) DO UPDATE SET
+                event = EXCLUDED.event, stage = EXCLUDED.stage, entry = EXCLUDED.entry,
+                at_ms = EXCLUDED.at_ms, data = EXCLUDED.data
+            """,
+            [o.collection for o in upserts],
+            [o.key for o in upserts],
+            [o.event for o in upserts],
+            [o.stage for o in upserts],
+            [o.entry for o in upserts],
+            [o.at_ms for o in upserts],
+            [_encode(o.data).decode() for o in upserts],
+        )
+        await _publish(conn, published, upserts)
+    if d.deleted:
+        keys = [o.key for o in d.deleted]
+        await conn.execute(
+            "DELETE FROM telemetry.domain_outputs WHERE collection = $1 AND key = ANY($2::text[])",
+            d.deleted[0].collection,
+            keys,
+        )
+        await conn.execute(
+            f"DELETE FROM public.{published.table}"
+            " WHERE key = ANY($1::text[]) AND source <> 'manual'",
+            keys,
+        )
+    await _outbox(conn, list(d.changes()))
+    return d
+
+
+async def _outbox(conn: DbConnection, events: list[tuple[Output, Change]]) -> None:
+    await conn.execute(
+        """
+        INSERT INTO telemetry.outbox (event_key, kind, payload)
+        SELECT k, c, p::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS x(k, c, p)
+        ON CONFLICT (event_key) DO NOTHING
+        """,
+        [event_key(o, change) for o, change in events],
+        [f"{singular(o.collection)}.{change}" for o, change in events],
+        [_encode(event_payload(o, change)).decode() for o, change in events],
+    )
+
+
+def singular(collection: str) -> str:
+    return {"penalties": "penalty", "stage_results": "stage_result"}.get(
+        collection, collection.removesuffix("s")
+    )
+
+
+def event_key(o: Output, change: Change) -> str:
+    """The output's state is part of the key: the same change replayed adds nothing, a
+    different one (a re-timed crossing, a new rank) is a new event."""
+    digest = hashlib.blake2b(_encode(o.data), digest_size=8).hexdigest()
+    return f"{o.collection}:{o.key}:{change}:{digest}"
+
+
+def event_payload(o: Output, change: Change) -> dict[str, Any]:
+    return {
+        "collection": o.collection,
+        "change": change,
+        "key": o.key,
+        "event": o.event,
+        "stage": o.stage,
+        "entry": o.entry,
+        **({} if change == "deleted" else {"data": o.data}),
+    }
+
+
+async def _publish(conn: DbConnection, published: Published, rows: list[Output]) -> None:
+    names = list(published.columns)
+    casts = {"int": "int", "bigint": "bigint", "text": "text", "ts": "bigint", "json": "text"}
+    arrays = ", ".join(
+        f"${i}::{casts[published.columns[c]]}[]" for i, c in enumerate(names, start=2)
+    )
+    values = ", ".join(_value_sql(c, published.columns[c]) for c in names)
+    updates = ", ".join(f"{c} = {published.overrides.get(c, f'EXCLUDED.{c}')}" for c in names)
+    sql = f"""
+        INSERT INTO public.{published.table} AS t (key, source, updated_at, {", ".join(names)})
+        SELECT k, 'auto', now(), {values}
+        FROM unnest($1::text[], {arrays}) AS r(k, {", ".join(names)})
+        ON CONFLICT (key) DO UPDATE SET {updates}, updated_at = now()
+        WHERE t.source <> 'manual'
+    """
+    args: list[list[Any]] = [[o.key for o in rows]]
+    for c in names:
+        kind = published.columns[c]
+        column = [o.data.get(c) for o in rows]
+        if kind == "json":
+            column = [None if v is None else _encode(v).decode() for v in column]
+        args.append(column)
+    await conn.execute(sql, *args)
+
+
+def _value_sql(name: str, kind: ColumnType) -> str:
+    if kind == "ts":
+        return f"to_timestamp(r.{name} / 1000.0)"
+    if kind == "json":
+        return f"r.{name}::json"
+    return f"r.{name}"
