@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -82,45 +82,61 @@ def stages_of_event(snapshot: Snapshot, event_id: int) -> list[Stage]:
 # --- timing records as the results see them --------------------------------------------
 
 
+_In = TypeVar("_In")
+
+
+def _with_officials(
+    snapshot: Snapshot,
+    collection: str,
+    stage: int,
+    entry: int,
+    auto: Iterable[Output],
+    from_auto: Callable[[Output], _In],
+    from_manual: Callable[[dict[str, Any]], _In],
+) -> list[_In]:
+    """The pair's automatic rows, minus any an official took over (same key, now
+    `source = manual`), plus the officials' rows: what results are computed from."""
+    manual = snapshot.manual.of_pair(collection, stage, entry)
+    taken = {r["key"] for r in manual if r["key"]}
+    kept = [from_auto(o) for o in auto if o.key not in taken and o.stage == stage]
+    return kept + [from_manual(r) for r in manual]
+
+
 def record_inputs(
     snapshot: Snapshot, auto: Iterable[Output], stage: int, entry: int
 ) -> list[TimingRecordIn]:
-    """The pair's automatic records (minus any an official took over) and manual rows."""
-    manual = snapshot.manual.of_pair("timing_records", stage, entry)
-    taken = {r["key"] for r in manual if r["key"]}
-    records = [
-        TimingRecordIn(
+    return _with_officials(
+        snapshot,
+        "timing_records",
+        stage,
+        entry,
+        auto,
+        lambda o: TimingRecordIn(
             o.data["geofence"],
             o.data["kind"],
             o.data["crossed_at"],
             "auto",
             o.data["status"],
             o.key,
-        )
-        for o in auto
-        if o.key not in taken and o.stage == stage
-    ]
-    records += [
-        TimingRecordIn(r["geofence"], r["kind"], r["at_ms"], "manual", r["status"], r["key"] or "")
-        for r in manual
-    ]
-    return records
+        ),
+        lambda r: TimingRecordIn(
+            r["geofence"], r["kind"], r["at_ms"], "manual", r["status"], r["key"] or ""
+        ),
+    )
 
 
 def penalty_inputs(
     snapshot: Snapshot, auto: Iterable[Output], stage: int, entry: int
 ) -> list[PenaltyIn]:
-    manual = snapshot.manual.of_pair("penalties", stage, entry)
-    taken = {r["key"] for r in manual if r["key"]}
-    found = [
-        PenaltyIn(o.key, o.data["kind"], o.data["amount_ms"], "auto", o.data["status"])
-        for o in auto
-        if o.key not in taken
-    ]
-    found += [
-        PenaltyIn(r["key"] or "", r["kind"], r["amount_ms"], "manual", r["status"]) for r in manual
-    ]
-    return found
+    return _with_officials(
+        snapshot,
+        "penalties",
+        stage,
+        entry,
+        auto,
+        lambda o: PenaltyIn(o.key, o.data["kind"], o.data["amount_ms"], "auto", o.data["status"]),
+        lambda r: PenaltyIn(r["key"] or "", r["kind"], r["amount_ms"], "manual", r["status"]),
+    )
 
 
 def active_spans(
