@@ -391,6 +391,14 @@ def bench(
     domain_rate: Annotated[
         int, typer.Option(help="Positions/s in the domain stage's run.")
     ] = 2_000,
+    domain_in_run: Annotated[
+        bool,
+        typer.Option(
+            "--domain-in-run",
+            help="Run the domain stage inside `processor run --with-domain` instead of as its"
+            " own `processor domain` process (the production layout at load).",
+        ),
+    ] = False,
 ) -> None:
     """Measure throughput (vs a raw COPY ceiling and a naive peer), latency and the domain
     stage (keeping up in real time; the core beside a failing one), in one run."""
@@ -408,6 +416,7 @@ def bench(
         output=output,
         domain_seconds=domain_seconds,
         domain_rate=domain_rate,
+        domain_separate=not domain_in_run,
     )
     result = _run(run_bench(config, lambda text: console.print(f"[dim]· {text}[/]")))
     print_report(result, console)

@@ -225,9 +225,27 @@ class RouteIndex:
         to_xy = self.projection.to_xy
         return route.distances([to_xy(lon, lat) for lon, lat in points], radius_m)
 
+    def near(self, stage_id: int, points: Sequence[LonLat], radius_m: float) -> list[bool]:
+        """Whether each (lon, lat) is within `radius_m` of the stage's route: one box
+        query, no search beyond the radius (the fast path's question)."""
+        route = self._routes[stage_id]
+        to_xy = self.projection.to_xy
+        return route.near([to_xy(lon, lat) for lon, lat in points], radius_m)
+
 
 class _Route:
     __slots__ = ("_index", "_segments")
+
+    def near(self, points: Sequence[XY], radius_m: float) -> list[bool]:
+        found = [False] * len(points)
+        boxes: list[Box] = [
+            (x - radius_m, y - radius_m, x + radius_m, y + radius_m) for x, y in points
+        ]
+        for q, s in self._index.query(boxes):
+            if not found[q]:
+                a, b = self._segments[s]
+                found[q] = _segment_distance(points[q], a, b) <= radius_m
+        return found
 
     def __init__(self, points: Sequence[XY]) -> None:
         if len(points) == 1:

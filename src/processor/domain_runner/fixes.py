@@ -36,25 +36,45 @@ _decode_io = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 _MANY_SQL = f"""
-SELECT p.* FROM unnest($1::text[], $2::bigint[]) AS w(d, s)
+SELECT p.* FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(d, s, e)
 CROSS JOIN LATERAL (
     SELECT {_COLUMNS} FROM telemetry.positions
-    WHERE device_id = w.d AND ts >= to_timestamp(w.s / 1000.0) ORDER BY ts
+    WHERE device_id = w.d AND ts >= to_timestamp(w.s / 1000.0) AND ts <= to_timestamp(w.e / 1000.0)
+    ORDER BY ts
 ) AS p
+"""
+_LATER_SQL = """
+SELECT w.d, (SELECT (extract(epoch FROM min(received_at)) * 1000)::bigint
+             FROM telemetry.positions
+             WHERE device_id = w.d AND ts > to_timestamp(w.e / 1000.0)) AS received_ms
+FROM unnest($1::text[], $2::bigint[]) AS w(d, e)
 """
 
 
-async def read_many(conn: DbConnection, starts: dict[str, int]) -> dict[str, list[Position]]:
-    """Each device's records from its start time to its newest, in one query (the domain
-    stage's fast path reads a few seconds of hundreds of devices per notice)."""
-    devices = sorted(starts)
-    rows = await conn.fetch(_MANY_SQL, devices, [starts[d] for d in devices])
+async def read_many(
+    conn: DbConnection, spans: dict[str, tuple[int, int]]
+) -> dict[str, list[Position]]:
+    """Each device's records with start <= ts <= end, in one query (the domain stage's
+    fast path reads a few seconds of hundreds of devices per notice)."""
+    devices = sorted(spans)
+    rows = await conn.fetch(
+        _MANY_SQL, devices, [spans[d][0] for d in devices], [spans[d][1] for d in devices]
+    )
     found: dict[str, list[Position]] = {d: [] for d in devices}
     for p in _positions(rows):
         found[p.device_id].append(p)
     for fixes in found.values():
         fixes.sort(key=lambda p: p.ts_ms)
     return found
+
+
+async def first_received_after(conn: DbConnection, ends: dict[str, int]) -> dict[str, int | None]:
+    """Per device, when the earliest-received of its records later than `end` arrived
+    (None: nothing later is stored): tells whether a window re-cuts history without
+    reading what came after it."""
+    devices = sorted(ends)
+    rows = await conn.fetch(_LATER_SQL, devices, [ends[d] for d in devices])
+    return {r["d"]: r["received_ms"] for r in rows}
 
 
 async def read_range(

@@ -180,6 +180,8 @@ class Race:
         fixes: list[Position],
         covered_from_ms: int,
         timing: Diff,
+        *,
+        alerts: bool = True,
     ) -> None:
         """Alerts from the changed records; then every pair whose timing changed, or with
         a speed-zone passage the changed records fall into (a late fix inside the zone
@@ -187,9 +189,10 @@ class Race:
         records = await store.of_entry(
             conn, "timing_records", entry.id, 0, FOREVER_MS, _SPAN_AND_ZONE_KINDS
         )
-        await self.write_alerts(
-            conn, snapshot, entry, first_changed_ms, fixes, covered_from_ms, records
-        )
+        if alerts:  # else the fast path found the records ordinary and no alert open
+            await self.write_alerts(
+                conn, snapshot, entry, first_changed_ms, fixes, covered_from_ms, records
+            )
         changed: dict[int, set[int]] = {}
         for o, _ in timing.changes():
             if o.stage is not None:
@@ -520,15 +523,18 @@ class Race:
                 moved = False
                 for entry in entries:
                     if _clock_decides(stage, by_entry.get(entry.id), now):
-                        moved |= await self.settle_locked(conn, snapshot, stage.id, entry)
+                        moved |= await self.settle_locked(
+                            conn, snapshot, stage.id, entry, wait=False
+                        )
                         settled += 1
                 if moved:  # once for the whole stage, not once per car
                     async with conn.transaction():
                         await self.rank(conn, snapshot, stage)
             for entry in await self._silent(conn, snapshot, entries, now):
                 async with conn.transaction():
-                    await lock_device(conn, entry.imei)
-                    await self.signal_lost_now(conn, snapshot, entry, now)
+                    # Busy: a window of it is being handled, so it is not silent.
+                    if await try_lock_device(conn, entry.imei):
+                        await self.signal_lost_now(conn, snapshot, entry, now)
         return settled
 
     async def _silent(
@@ -561,12 +567,22 @@ class Race:
         return silent
 
     async def settle_locked(
-        self, conn: DbConnection, snapshot: Snapshot, stage_id: int, entry: EntryRef
+        self,
+        conn: DbConnection,
+        snapshot: Snapshot,
+        stage_id: int,
+        entry: EntryRef,
+        *,
+        wait: bool = True,
     ) -> bool:
         """`settle` in a transaction of its own under the device's lock, leaving the
-        ranking to the caller; whether the standing moved."""
+        ranking to the caller; whether the standing moved. `wait=False` (the clock):
+        a device busy with a batch is skipped, and settled at a later tick."""
         async with conn.transaction():
-            await lock_device(conn, entry.imei)
+            if wait:
+                await lock_device(conn, entry.imei)
+            elif not await try_lock_device(conn, entry.imei):
+                return False
             return await self.settle(conn, snapshot, stage_id, entry, rank=False)
 
     async def signal_lost_now(
@@ -591,6 +607,12 @@ class Race:
         if old is not None and old.data["ended_at"] is not None:
             return  # records already closed the gap
         await store.apply(conn, ALERTS, store.diff({} if old is None else {old.key: old}, [new]))
+
+
+async def try_lock_device(conn: DbConnection, device_id: str) -> bool:
+    return bool(
+        await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", device_id)
+    )
 
 
 async def lock_device(conn: DbConnection, device_id: str) -> None:
@@ -743,6 +765,7 @@ def _ordinary(
         for s in stages_of_event(snapshot, entry.event)
         if routes is not None and s.id in routes
     ]
+    points: list[tuple[float, float]] = []
     for p in new:
         if p.ts_ms - last.ts_ms > rules.signal_lost.after_s * 1000:
             return False
@@ -759,17 +782,17 @@ def _ordinary(
                 dt = max(p.ts_ms - last_fix.ts_ms, 1) / 1000.0
                 if math.dist(a, b) / dt * 3.6 > rules.gps_jump.max_speed_kmh:
                     return False
-            if routes is not None and route_stages:
-                radius = rules.off_route.distance_m
-                near = min(
-                    routes.distances_m(s, [(p.longitude, p.latitude)], radius)[0]
-                    for s in route_stages
-                )
-                if near > radius:
-                    return False
+            points.append((p.longitude, p.latitude))
             last_fix = p
         last = p
-    return True
+    if routes is None or not route_stages or not points:
+        return True
+    # Near some route of the event, every fix (one vectorised query per route).
+    radius = rules.off_route.distance_m
+    near = [False] * len(points)
+    for stage_id in route_stages:
+        near = [a or b for a, b in zip(near, routes.near(stage_id, points, radius), strict=True)]
+    return all(near)
 
 
 def _zone_visits(

@@ -48,8 +48,6 @@ class PrefilteringHandler(WindowHandler, Protocol):
     """A handler that settles the common case of a whole batch of windows at once and
     returns the windows still to handle one by one."""
 
-    prefiltering: bool
-
     async def prefilter(self, conn: DbConnection, windows: list[Window]) -> list[Window]: ...
 
 
@@ -200,14 +198,15 @@ class DomainRunner:
         notices queue up instead of deadlocking)."""
         if not isinstance(self.handler, PrefilteringHandler) or not windows:
             return windows
-        self.handler.prefiltering = True
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(d, 0))"
                 " FROM unnest($1::text[]) AS d ORDER BY d",
                 sorted(w.device_id for w in windows),
             )
-            return await self.handler.prefilter(conn, windows)
+            remaining = await self.handler.prefilter(conn, windows)
+        self.metrics.domain_fast_windows.inc(len(windows) - len(remaining))
+        return remaining
 
     async def _process(self, windows: list[Window]) -> None:
         """`domain_concurrency` workers take the windows in turn; after a failure they take

@@ -101,6 +101,36 @@ async def of_entry(
     return _outputs(rows)
 
 
+async def of_entries(
+    conn: DbConnection, collection: str, spans: dict[int, tuple[int, int]]
+) -> dict[int, dict[str, Output]]:
+    """`of_entry` for many entries at once: entry → (lo_ms, hi_ms)."""
+    entries = sorted(spans)
+    rows = await conn.fetch(
+        "SELECT o.collection, o.key, o.event, o.stage, o.entry, o.at_ms, o.data::text"
+        " FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS w(e, lo, hi)"
+        " JOIN telemetry.domain_outputs o ON o.collection = $1 AND o.entry = w.e"
+        " AND o.at_ms >= w.lo AND o.at_ms < w.hi",
+        collection,
+        entries,
+        [spans[e][0] for e in entries],
+        [spans[e][1] for e in entries],
+    )
+    found: dict[int, dict[str, Output]] = {e: {} for e in entries}
+    for key, o in _outputs(rows).items():
+        found[o.entry or 0][key] = o
+    return found
+
+
+def merge(diffs: Iterable[Diff]) -> Diff:
+    merged = Diff()
+    for d in diffs:
+        merged.created += d.created
+        merged.updated += d.updated
+        merged.deleted += d.deleted
+    return merged
+
+
 async def of_stage(
     conn: DbConnection, collection: str, stage: int, entry: int | None = None
 ) -> dict[str, Output]:

@@ -145,6 +145,11 @@ class Metrics:
             "Device windows recomputed by the domain stage.",
             registry=r,
         )
+        self.domain_fast_windows = Counter(
+            "processor_domain_fast_windows",
+            "Device windows the domain stage's batched fast path settled (nothing changed).",
+            registry=r,
+        )
         self.domain_failures = Counter(
             "processor_domain_failures",
             "Domain batches that failed and will be retried (notices left pending).",

@@ -490,6 +490,11 @@ def test_route_distances_match_shapely(route: list[XY], points: list[XY], radius
     line = shapely.LineString([PROJ.to_xy(*lonlat(p)) for p in route])
     want = [line.distance(shapely.Point(PROJ.to_xy(*lonlat(p)))) for p in points]
     assert got == pytest.approx(want, abs=1e-6)
+    # The fast path's question, without the search: within the radius or not.
+    near = routes.near(1, [lonlat(p) for p in points], radius)
+    assert [n for n, w in zip(near, want, strict=True) if abs(w - radius) > 1e-6] == [
+        w <= radius for w in want if abs(w - radius) > 1e-6
+    ]
 
 
 # --- panic ----------------------------------------------------------------------------------

@@ -538,6 +538,7 @@ def _realtime_figures(
         "notices_produced_per_s": produced_per_s,
         "notices_per_s": delta("processor_domain_notices_total") / fed_s,
         "windows_per_s": delta("processor_domain_windows_total") / fed_s,
+        "fast_windows_per_s": delta("processor_domain_fast_windows_total") / fed_s,
         "lag_max": max(samples.lag, default=float("nan")),
         "lag_p95": _percentile(samples.lag, 0.95),
         "lag_mean": sum(samples.lag) / len(samples.lag) if samples.lag else float("nan"),
@@ -585,6 +586,7 @@ async def run_domain_bench(
     seconds: float,
     seed: int,
     say: Say,
+    separate: bool = True,
 ) -> DomainBench:
     """The domain section (the isolation pairs alternate, best of `repeats` each)."""
     result = DomainBench()
@@ -619,9 +621,16 @@ async def run_domain_bench(
         "core_with_failing_domain_vs_without": failing["positions_per_s"] / base,
         "core_with_working_domain_vs_without": working["positions_per_s"] / base,
     }
-    say(f"domain stage: {rate} positions/s for {seconds:.0f} s via processor run --with-domain")
-    await conn.execute("TRUNCATE telemetry.positions, public.timing_records, telemetry.outbox")
-    realtime = await _realtime(settings, env, redis, conn, rate=rate, seconds=seconds, seed=seed)
+    layout = "processor run + processor domain" if separate else "processor run --with-domain"
+    say(f"domain stage: {rate} positions/s for {seconds:.0f} s via {layout}")
+    await conn.execute(
+        "TRUNCATE telemetry.positions, telemetry.outbox, telemetry.domain_outputs,"
+        " telemetry.position_attributes, public.timing_records, public.stage_results,"
+        " public.penalties, public.alerts"
+    )
+    realtime = await _realtime(
+        settings, env, redis, conn, rate=rate, seconds=seconds, seed=seed, separate=separate
+    )
     realtime.update({k: float(v) for k, v in counts.items()})
     result.figures["domain"] = realtime
     return result

@@ -54,6 +54,8 @@ class BenchConfig:
     output: Path | None = None
     domain_seconds: float = 60.0
     domain_rate: int = 2_000
+    # The domain stage as its own process (production at load) or in `run --with-domain`.
+    domain_separate: bool = True
 
 
 @dataclass
@@ -229,6 +231,7 @@ async def run_bench(config: BenchConfig, say: Say) -> BenchResult:
                 seconds=config.domain_seconds,
                 seed=config.seed,
                 say=say,
+                separate=config.domain_separate,
             )
             result.figures.update(domain.figures)
             result.ratios.update(domain.ratios)
