@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     domain_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     config_refresh_s: Annotated[float, Field(gt=0)] = 10.0
     domain_tick_s: Annotated[float, Field(gt=0)] = 5.0
+    domain_batch_interval_s: Annotated[float, Field(ge=0, le=60)] = 2.0
 
     read_count: PositiveInt = 1000
     block_ms: PositiveInt = 1000

@@ -8,6 +8,7 @@ restart. Bad rows are skipped and logged with the row that caused them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
@@ -141,9 +142,15 @@ class ConfigSource:
         # The manual rows before the last change: their pairs need recomputing too.
         self.previous_manual: ManualRows | None = None
         self._checked = 0.0
+        self._lock = asyncio.Lock()
 
     async def current(self, conn: DbConnection) -> Snapshot:
-        """The snapshot, re-read when older than the refresh interval and changed."""
+        """The snapshot, re-read when older than the refresh interval and changed (one
+        reader at a time: the batch's parts ask concurrently)."""
+        async with self._lock:
+            return await self._current(conn)
+
+    async def _current(self, conn: DbConnection) -> Snapshot:
         now = time.monotonic()
         if self.snapshot is None or now - self._checked >= self.refresh_s:
             rows = {

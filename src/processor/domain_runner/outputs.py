@@ -10,7 +10,7 @@ transaction. Rows with `source = 'manual'` are never written or deleted here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +149,7 @@ class DomainOutputs:
                 calm.append(w)
         since = {e.id: w.start_ms for w in calm for e in snapshot.entries_of(w.device_id)}
         changing = await self.race.changing(conn, since)
-        self._quiet = {
+        self._quiet |= {
             w.device_id: Quiet(
                 ordered=ordered[w.device_id],
                 timing=timing_quiet[w.device_id],
@@ -168,9 +168,17 @@ class DomainOutputs:
             settled=len(windows) - len(remaining),
             not_in_order=sum(1 for v in ordered.values() if not v),
             timing_hits=sum(1 for d, v in timing_quiet.items() if ordered[d] and not v),
-            alerts_possible=sum(1 for q in self._quiet.values() if q.ordered and not q.alerts),
+            alerts_possible=sum(
+                1
+                for w in windows
+                if self._quiet[w.device_id].ordered and not self._quiet[w.device_id].alerts
+            ),
             timed_in_batch=len(timed),
         )
+        left = {w.device_id for w in remaining}
+        for w in windows:  # done here: nothing left for `__call__`
+            if w.device_id not in left:
+                self._quiet.pop(w.device_id, None)
         return remaining
 
     async def _timing_batch(
@@ -214,11 +222,13 @@ class DomainOutputs:
 
         await store.apply(conn, TIMING_RECORDS, store.merge(d for _, d in diffs))
         for entry, d in diffs:
-            stages = sorted(
-                {o.stage for o, _ in d.changes() if o.stage is not None and _settles(o)}
-            )
-            for stage_id in stages:
-                await self.race.settle(conn, snapshot, stage_id, entry)
+            changed: dict[int, set[int]] = {}
+            for o, _ in d.changes():
+                if o.stage is not None and _settles(o):
+                    changed.setdefault(o.stage, set()).add(o.data["geofence"])
+            for stage_id, fences in sorted(changed.items()):
+                # In order: only a passage whose zone exit just came is measured.
+                await self.race.settle(conn, snapshot, stage_id, entry, _only(fences))
         return {w.device_id for w, _, _, _ in plans}
 
     async def __call__(self, conn: DbConnection, window: Window) -> None:
@@ -294,6 +304,13 @@ class DomainOutputs:
             await self.race.tick(conn, snapshot)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+
+
+def _only(fences: set[int]) -> Callable[[int, int], bool]:
+    def remeasure(fence: int, exit_ms: int) -> bool:
+        return fence in fences
+
+    return remeasure
 
 
 def _settles(o: Output) -> bool:
