@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -121,16 +122,18 @@ class Snapshot:
     def entries_of(self, device_id: str) -> list[EntryRef]:
         return self.entries_by_device.get(device_id, [])
 
+    @cached_property
+    def _entries(self) -> dict[int, EntryRef]:
+        """Every entry by id, built once per snapshot (ranking and the clock ask often)."""
+        return {e.id: e for refs in self.entries_by_device.values() for e in refs}
+
     def entry(self, entry_id: int) -> EntryRef | None:
-        for refs in self.entries_by_device.values():
-            for e in refs:
-                if e.id == entry_id:
-                    return e
-        return None
+        return self._entries.get(entry_id)
 
     def entries_of_event(self, event_id: int) -> list[EntryRef]:
-        found = {e.id: e for refs in self.entries_by_device.values() for e in refs}
-        return sorted((e for e in found.values() if e.event == event_id), key=lambda e: e.id)
+        return sorted(
+            (e for e in self._entries.values() if e.event == event_id), key=lambda e: e.id
+        )
 
 
 class ConfigSource:

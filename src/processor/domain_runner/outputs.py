@@ -259,10 +259,11 @@ class DomainOutputs:
             later = [p for p in fixes if p.ts_ms > window.end_ms]
             first_later = min((p.received_at_ms for p in later), default=None)
             is_ordered = in_order(fixes, window, first_later)
-            quiet = Quiet(is_ordered, False, False)
-        unchanged = quiet.timing or (
-            quiet.ordered and appended_without_hits(fixes, window, snapshot.index, self.settings)
-        )
+            timing_quiet = is_ordered and appended_without_hits(
+                fixes, window, snapshot.index, self.settings
+            )
+            quiet = Quiet(is_ordered, timing_quiet, False)
+        unchanged = quiet.timing  # from `prefilter`, or just computed: not twice
         span, track = timing_scope(fixes, window, (lo, hi), start, self.settings)
         for entry in entries:
             timing = Diff()

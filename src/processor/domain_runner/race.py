@@ -42,6 +42,7 @@ from processor.domain.rules import DEFAULT_RULES, AlertRules, EventRules
 from processor.domain_runner import store
 from processor.domain_runner.config_source import EntryRef, Snapshot
 from processor.domain_runner.fixes import read_range
+from processor.domain_runner.locks import lock_device, lock_stage, try_lock_device
 from processor.domain_runner.notices import Window
 from processor.domain_runner.store import Diff, Output
 from processor.domain_runner.tables import ALERTS, PENALTIES, STAGE_RESULTS, TIMING_RECORDS
@@ -417,9 +418,7 @@ class Race:
     async def rank(self, conn: DbConnection, snapshot: Snapshot, stage: Stage) -> None:
         """Ranks and gaps of every automatic result of the stage (only changed ones are
         written)."""
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"domain:stage:{stage.id}"
-        )
+        await lock_stage(conn, stage.id)
         results = await store.standings(conn, stage.id)
         entries = {e.id: e for e in snapshot.entries_of_event(stage.event)}
         inputs = [
@@ -530,7 +529,7 @@ class Race:
                 if moved:  # once for the whole stage, not once per car
                     async with conn.transaction():
                         await self.rank(conn, snapshot, stage)
-            for entry in await self._silent(conn, snapshot, entries, now):
+            for entry in await self._silent(conn, snapshot, event.id, entries, now):
                 async with conn.transaction():
                     # Busy: a window of it is being handled, so it is not silent.
                     if await try_lock_device(conn, entry.imei):
@@ -538,12 +537,17 @@ class Race:
         return settled
 
     async def _silent(
-        self, conn: DbConnection, snapshot: Snapshot, entries: list[EntryRef], now: int
+        self,
+        conn: DbConnection,
+        snapshot: Snapshot,
+        event_id: int,
+        entries: list[EntryRef],
+        now: int,
     ) -> list[EntryRef]:
         """Entries running a stage whose device sent nothing for the shortest signal-lost
         threshold: the only ones worth a closer look (one query for the whole field)."""
         running: set[int] = set()
-        for stage in snapshot.config.stages:
+        for stage in stages_of_event(snapshot, event_id):
             if stage.opens_at_ms is not None and stage.opens_at_ms <= now:
                 running |= {
                     r.entry for r in await store.standings(conn, stage.id) if r.status == "running"
@@ -609,17 +613,6 @@ class Race:
         await store.apply(conn, ALERTS, store.diff({} if old is None else {old.key: old}, [new]))
 
 
-async def try_lock_device(conn: DbConnection, device_id: str) -> bool:
-    return bool(
-        await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", device_id)
-    )
-
-
-async def lock_device(conn: DbConnection, device_id: str) -> None:
-    """The lock the runner takes per window (transaction-scoped)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", device_id)
-
-
 async def last_record(conn: DbConnection, device_id: str, before_ms: int) -> Position | None:
     found = await read_range(conn, device_id, before_ms, before_ms)
     earlier = [p for p in found if p.ts_ms < before_ms]
@@ -635,7 +628,8 @@ def result_key(stage: int, entry: int) -> str:
 
 def result_output(entry: EntryRef, r: StageResult, previous: Output | None) -> Output:
     ranks = dict.fromkeys(("rank", "class_rank", "gap_leader_ms", "gap_ahead_ms"))
-    if previous is not None and all(previous.data.get(k) == v for k, v in _ranked(r).items()):
+    standing = {"status": r.status, "total_ms": r.total_ms}
+    if previous is not None and all(previous.data.get(k) == standing[k] for k in _RANKED):
         ranks = {k: previous.data.get(k) for k in ranks}  # standing unchanged: ranks hold
     return Output(
         "stage_results",
@@ -664,10 +658,6 @@ def result_output(entry: EntryRef, r: StageResult, previous: Output | None) -> O
             },
         },
     )
-
-
-def _ranked(r: StageResult) -> dict[str, Any]:
-    return {"status": r.status, "total_ms": r.total_ms}
 
 
 def _standing_moved(d: Diff, old: dict[str, Output]) -> bool:

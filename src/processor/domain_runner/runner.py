@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from processor.core.backoff import Backoff
 from processor.core.position import Reason, Rejection
 from processor.core.settings import Settings
+from processor.domain_runner.locks import lock_device, lock_devices
 from processor.domain_runner.notices import NoticeError, Window, merge_windows, parse_notice
 from processor.observability.metrics import Metrics
 from processor.storage.pool import DbConnection
@@ -217,11 +218,7 @@ class DomainRunner:
 
         async def part(mine: list[Window]) -> list[Window]:
             async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(d, 0))"
-                    " FROM unnest($1::text[]) AS d ORDER BY d",
-                    [w.device_id for w in mine],
-                )
+                await lock_devices(conn, (w.device_id for w in mine))
                 return await handler.prefilter(conn, mine)
 
         done = await asyncio.gather(*(part(p) for p in parts if p))
@@ -245,10 +242,7 @@ class DomainRunner:
                 started = time.perf_counter()
                 try:
                     async with self.pool.acquire() as conn, conn.transaction():
-                        await conn.execute(
-                            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                            window.device_id,
-                        )
+                        await lock_device(conn, window.device_id)
                         await self.handler(conn, window)
                 except Exception as exc:
                     errors.append(exc)

@@ -48,6 +48,7 @@ from processor.domain.timing import (
 from processor.domain_runner import store
 from processor.domain_runner.config_source import ConfigSource, EntryRef, Snapshot
 from processor.domain_runner.fixes import read_range
+from processor.domain_runner.locks import lock_device
 from processor.domain_runner.outputs import timing_crossings, timing_output, write_timing
 from processor.domain_runner.race import Race
 from processor.domain_runner.store import Output
@@ -64,18 +65,6 @@ PAIR_WINDOW_MS = 60_000
 REQUIRED_TABLES = ("events", "stages", "geofences", "entries", "devices", "timing_records")
 
 ChangeKind = Literal["added", "removed", "re-timed", "updated"]
-
-_STORED = """
-SELECT key, stage, entry, geofence, kind, source, status, details::text AS details,
-       (extract(epoch FROM crossed_at) * 1000)::bigint AS ms,
-       (entry = $1 AND crossed_at >= to_timestamp($2 / 1000.0)
-                   AND crossed_at < to_timestamp($3 / 1000.0)) AS in_span
-FROM public.timing_records
-WHERE (entry = $1 AND crossed_at >= to_timestamp($2 / 1000.0)
-                  AND crossed_at < to_timestamp($3 / 1000.0))
-   OR key = ANY($4::text[])
-"""
-_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 
 
 class ReplayError(Exception):
@@ -125,20 +114,6 @@ class ReplayReport:
 
     def count(self, change: ChangeKind) -> int:
         return sum(1 for c in self.changes if c.change == change)
-
-
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    key: str
-    stage: int
-    entry: int
-    geofence: int
-    kind: str
-    source: str
-    status: str
-    details: str | None
-    ms: int
-    in_span: bool
 
 
 async def missing_tables(conn: DbConnection) -> list[str]:
@@ -298,7 +273,7 @@ async def _run(
         return
     for device_id in sorted(by_device):
         async with conn.transaction():
-            await conn.execute(_LOCK, device_id)  # the live stage's lock for this device
+            await lock_device(conn, device_id)  # the live stage's lock for this device
             await _device(conn, snapshot, device_id, by_device[device_id], span, report, settings)
 
 
