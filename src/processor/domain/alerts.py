@@ -509,8 +509,14 @@ def detect_signal_lost(track: Track, rule: SignalLostRule) -> list[AlertSpan]:
     after_ms, escalate_ms = _ms(rule.after_s), _ms(rule.escalate_after_s)
     found: list[AlertSpan] = []
 
-    def add(a: Position, end_ms: int, settled: int | None, details: dict[str, Detail]) -> None:
-        for span in track.active:
+    def add(
+        a: Position,
+        end_ms: int,
+        settled: int | None,
+        details: dict[str, Detail],
+        spans: Sequence[ActiveSpan] = track.active,
+    ) -> None:
+        for span in spans:
             start = max(a.ts_ms, span.start_ms)
             end = end_ms if span.end_ms is None else min(end_ms, span.end_ms)
             if end - start <= after_ms:
@@ -563,8 +569,8 @@ def detect_signal_lost(track: Track, rule: SignalLostRule) -> list[AlertSpan]:
         # A gap before the run is a gap (above). A stage that started while the device
         # was already blind is left to the gap rule: the loss began before anything
         # here can say when, and a span must not depend on where a read begins.
-        live_on_stage = any(s.contains(a.ts_ms) for s in track.active)
-        if run[0].ts_ms - a.ts_ms <= after_ms and live_on_stage:
+        live_on = [s for s in track.active if s.contains(a.ts_ms)]
+        if run[0].ts_ms - a.ts_ms <= after_ms and live_on:
             add(
                 a,
                 heard,
@@ -576,6 +582,9 @@ def detect_signal_lost(track: Track, rule: SignalLostRule) -> list[AlertSpan]:
                     "records_recovered": len(run),
                     "upload_delay_ms": max(r.received_at_ms - r.ts_ms for r in run),
                 },
+                # Only the span it began in: one starting later, inside the blind run,
+                # would start where a read begins, not where the loss did.
+                live_on,
             )
         i = j
     return found
