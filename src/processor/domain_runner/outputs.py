@@ -221,14 +221,15 @@ class DomainOutputs:
             diffs.append((entry, store.diff(old[entry.id], new)))
 
         await store.apply(conn, TIMING_RECORDS, store.merge(d for _, d in diffs))
+        settling = []
         for entry, d in diffs:
             changed: dict[int, set[int]] = {}
             for o, _ in d.changes():
                 if o.stage is not None and _settles(o):
                     changed.setdefault(o.stage, set()).add(o.data["geofence"])
-            for stage_id, fences in sorted(changed.items()):
-                # In order: only a passage whose zone exit just came is measured.
-                await self.race.settle(conn, snapshot, stage_id, entry, _only(fences))
+            # In order: only a passage whose zone exit just came is measured.
+            settling += [(s, entry, _only(fences)) for s, fences in changed.items()]
+        await self.race.settle_many(conn, snapshot, settling)
         return {w.device_id for w, _, _, _ in plans}
 
     async def __call__(self, conn: DbConnection, window: Window) -> None:

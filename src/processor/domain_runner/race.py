@@ -16,11 +16,13 @@ committed result.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+import msgspec
 import structlog
 
 from processor.core.position import Position
@@ -51,9 +53,13 @@ from processor.storage.pool import DbConnection
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], int]
+# Whether a speed-zone passage (zone, exit ms) must be measured again (`Race.settle`).
+Remeasure = Callable[[int, int], bool]
 FOREVER_MS = 253_402_300_799_000  # 9999-12-31: the end of timestamptz time, as ms
 
 _RANKED = ("status", "total_ms")
+# Pairs settled between two yields to the event loop.
+_YIELD_EVERY = 50
 # What active spans (start, finish) and zone passages need of an entry's timing records.
 _SPAN_AND_ZONE_KINDS = ("start_line", "finish_line", "zone_exit")
 
@@ -205,13 +211,13 @@ class Race:
                 and o.at_ms >= first_changed_ms
             ):
                 changed.setdefault(o.stage, set())
-        for stage_id in sorted(changed):
-            fences = changed[stage_id]
 
-            def remeasure(fence: int, left_ms: int, fences: set[int] = fences) -> bool:
-                return fence in fences or left_ms >= first_changed_ms
+        def remeasure(fences: set[int]) -> Remeasure:
+            return lambda fence, left_ms: fence in fences or left_ms >= first_changed_ms
 
-            await self.settle(conn, snapshot, stage_id, entry, remeasure)
+        await self.settle_many(
+            conn, snapshot, [(s, entry, remeasure(fences)) for s, fences in changed.items()]
+        )
 
     def ordinary(
         self, snapshot: Snapshot, entries: list[EntryRef], window: Window, records: list[Position]
@@ -255,7 +261,7 @@ class Race:
         snapshot: Snapshot,
         stage_id: int,
         entry: EntryRef,
-        remeasure: Callable[[int, int], bool] | None = None,
+        remeasure: Remeasure | None = None,
         *,
         rank: bool = True,
     ) -> bool:
@@ -264,78 +270,120 @@ class Race:
 
         `remeasure(zone, exit_ms)`: whether a speed-zone passage must be measured again
         (reading its fixes); the others keep their stored penalty. None: all of them."""
-        stage = snapshot.config.stage(stage_id)
-        if stage is None:
-            return False
+        moved = await self.settle_many(conn, snapshot, [(stage_id, entry, remeasure)], rank=rank)
+        return bool(moved)
+
+    async def settle_many(
+        self,
+        conn: DbConnection,
+        snapshot: Snapshot,
+        pairs: Iterable[tuple[int, EntryRef, Remeasure | None]],
+        *,
+        rank: bool = True,
+    ) -> set[int]:
+        """`settle` for many pairs at once (a lagging batch changes the timing of
+        thousands): each of their reads and writes is one statement for all of them, and
+        each stage whose standing moved is ranked once. Returns those stages."""
+        wanted: dict[store.Pair, tuple[Stage, EntryRef, list[Remeasure | None]]] = {}
+        for stage_id, entry, remeasure in pairs:
+            stage = snapshot.config.stage(stage_id)
+            if stage is not None:
+                wanted.setdefault((stage_id, entry.id), (stage, entry, []))[2].append(remeasure)
+        if not wanted:
+            return set()
         now = self.clock()
-        rules = rules_of(snapshot, entry.event)
-        timing = await self.supersede(conn, snapshot, stage_id, entry)
-        records = record_inputs(snapshot, timing.values(), stage_id, entry.id)
-        provisional = stage_result(stage, snapshot.config.geofences, entry.id, records, [], now)
-        old_penalties = await store.of_stage(conn, "penalties", stage_id, entry.id)
-        penalties = await self._penalties(
-            conn, snapshot, stage, entry, records, provisional, rules, old_penalties, remeasure
-        )
-        await store.apply(conn, PENALTIES, store.diff(old_penalties, penalties))
-        result = stage_result(
-            stage,
-            snapshot.config.geofences,
-            entry.id,
-            records,
-            penalty_inputs(snapshot, penalties, stage_id, entry.id),
-            now,
-        )
-        old = await store.of_stage(conn, "stage_results", stage_id, entry.id)
-        new = []
-        if result is not None and not snapshot.manual.of_pair("stage_results", stage_id, entry.id):
-            previous = old.get(result_key(stage_id, entry.id))
-            new.append(result_output(entry, result, previous))
-        d = await store.apply(conn, STAGE_RESULTS, store.diff(old, new))
-        moved = _standing_moved(d, old)
-        if moved and rank:
-            await self.rank(conn, snapshot, stage)
+        keys = sorted(wanted)
+        timing = await self.supersede(conn, snapshot, keys)
+        old_penalties = await store.of_pairs(conn, "penalties", keys)
+        old_results = await store.of_pairs(conn, "stage_results", keys)
+        penalty_diffs: list[Diff] = []
+        settled: list[tuple[store.Pair, StageResult | None, list[Output]]] = []
+        for n, key in enumerate(keys):
+            if n % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # thousands of pairs: let the event loop breathe
+            stage, entry, remeasures = wanted[key]
+            rules = rules_of(snapshot, entry.event)
+            records = record_inputs(snapshot, timing[key].values(), stage.id, entry.id)
+            provisional = stage_result(stage, snapshot.config.geofences, entry.id, records, [], now)
+            penalties = await self._penalties(
+                conn,
+                snapshot,
+                stage,
+                entry,
+                records,
+                provisional,
+                rules,
+                old_penalties[key],
+                _any_of(remeasures),
+            )
+            penalty_diffs.append(store.diff(old_penalties[key], penalties))
+            result = stage_result(
+                stage,
+                snapshot.config.geofences,
+                entry.id,
+                records,
+                penalty_inputs(snapshot, penalties, stage.id, entry.id),
+                now,
+            )
+            settled.append((key, result, penalties))
+        await store.apply(conn, PENALTIES, store.merge(penalty_diffs))
+        result_diffs: list[Diff] = []
+        moved: set[int] = set()
+        for (stage_id, entry_id), result, _ in settled:
+            old = old_results[(stage_id, entry_id)]
+            new = []
+            if result is not None and not snapshot.manual.of_pair(
+                "stage_results", stage_id, entry_id
+            ):
+                entry = wanted[(stage_id, entry_id)][1]
+                new.append(result_output(entry, result, old.get(result_key(stage_id, entry_id))))
+            d = store.diff(old, new)
+            result_diffs.append(d)
+            if _standing_moved(d, old):
+                moved.add(stage_id)
+        await store.apply(conn, STAGE_RESULTS, store.merge(result_diffs))
+        if rank:
+            stages = {stage.id: stage for stage, _, _ in wanted.values()}
+            for stage_id in sorted(moved):
+                await self.rank(conn, snapshot, stages[stage_id])
         return moved
 
     async def supersede(
-        self, conn: DbConnection, snapshot: Snapshot, stage_id: int, entry: EntryRef
-    ) -> dict[str, Output]:
-        """The pair's automatic timing records, `superseded` where an official's row now
+        self, conn: DbConnection, snapshot: Snapshot, pairs: list[store.Pair]
+    ) -> dict[store.Pair, dict[str, Output]]:
+        """The pairs' automatic timing records, `superseded` where an official's row now
         decides the gate and `valid` again where none does any more (ADR 0004)."""
-        timing = await store.of_stage_light(
-            conn, "timing_records", stage_id, entry.id, ("geofence", "kind", "crossed_at", "status")
+        timing = await store.of_pairs(
+            conn, "timing_records", pairs, ("geofence", "kind", "crossed_at", "status")
         )
         gates = snapshot.manual.gates
 
         def status(o: Output) -> str:
-            return "superseded" if (stage_id, entry.id, o.data["geofence"]) in gates else "valid"
+            decided = (o.stage, o.entry, o.data["geofence"]) in gates
+            return "superseded" if decided else "valid"
 
-        stale = {k for k, o in timing.items() if o.data["status"] != status(o)}
-        if stale:  # rare (an official's row came or went): rewrite those in full
-            full = await store.of_stage(conn, "timing_records", stage_id, entry.id)
-            changed = [
-                Output(
-                    o.collection,
-                    o.key,
-                    o.event,
-                    o.stage,
-                    o.entry,
-                    o.at_ms,
-                    {**o.data, "status": status(o)},
-                )
-                for k, o in full.items()
-                if k in stale
-            ]
-            await store.apply(conn, TIMING_RECORDS, Diff(updated=changed))
-            for o in changed:
-                timing[o.key] = Output(
-                    o.collection,
-                    o.key,
-                    o.event,
-                    o.stage,
-                    o.entry,
-                    o.at_ms,
-                    {**timing[o.key].data, "status": o.data["status"]},
-                )
+        stale = {
+            pair: {k for k, o in outputs.items() if o.data["status"] != status(o)}
+            for pair, outputs in timing.items()
+        }
+        stale = {pair: keys for pair, keys in stale.items() if keys}
+        if not stale:
+            return timing
+        # Rare (an official's row came or went): rewrite those in full.
+        full = await store.of_pairs(conn, "timing_records", sorted(stale))
+        changed = [
+            msgspec.structs.replace(o, data={**o.data, "status": status(o)})
+            for pair, keys in stale.items()
+            for k, o in full[pair].items()
+            if k in keys
+        ]
+        await store.apply(conn, TIMING_RECORDS, Diff(updated=changed))
+        for o in changed:
+            pair = (o.stage or 0, o.entry or 0)
+            light = timing[pair][o.key]
+            timing[pair][o.key] = msgspec.structs.replace(
+                light, data={**light.data, "status": o.data["status"]}
+            )
         return timing
 
     async def _penalties(
@@ -348,7 +396,7 @@ class Race:
         provisional: StageResult | None,
         rules: EventRules,
         old: dict[str, Output],
-        remeasure: Callable[[int, int], bool] | None,
+        remeasure: Remeasure | None,
     ) -> list[Output]:
         counted = sorted(counting_records(records), key=lambda r: (r.crossed_at_ms, r.key))
         fences = {g.id: g for g in snapshot.config.geofences_of(stage.id)}
@@ -783,6 +831,16 @@ def _ordinary(
     for stage_id in route_stages:
         near = [a or b for a, b in zip(near, routes.near(stage_id, points, radius), strict=True)]
     return all(near)
+
+
+def _any_of(remeasures: list[Remeasure | None]) -> Remeasure | None:
+    """One pair asked to be settled several times: remeasure what any of them asked."""
+    if any(r is None for r in remeasures):
+        return None
+    chosen = [r for r in remeasures if r is not None]
+    if len(chosen) == 1:
+        return chosen[0]
+    return lambda fence, exit_ms: any(r(fence, exit_ms) for r in chosen)
 
 
 def _zone_visits(

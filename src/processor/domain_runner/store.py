@@ -135,18 +135,39 @@ async def of_stage(
     conn: DbConnection, collection: str, stage: int, entry: int | None = None
 ) -> dict[str, Output]:
     """Outputs of a stage (of one entry on it, if given)."""
-    if entry is None:
-        rows = await conn.fetch(
-            f"{_SELECT} WHERE collection = $1 AND stage = $2", collection, stage
-        )
-    else:
-        rows = await conn.fetch(
-            f"{_SELECT} WHERE collection = $1 AND stage = $2 AND entry = $3",
-            collection,
-            stage,
-            entry,
-        )
+    if entry is not None:
+        return (await of_pairs(conn, collection, [(stage, entry)]))[(stage, entry)]
+    rows = await conn.fetch(f"{_SELECT} WHERE collection = $1 AND stage = $2", collection, stage)
     return _outputs(rows)
+
+
+Pair = tuple[int, int]  # (stage, entry)
+
+
+async def of_pairs(
+    conn: DbConnection, collection: str, pairs: Sequence[Pair], fields: Sequence[str] | None = None
+) -> dict[Pair, dict[str, Output]]:
+    """Outputs of many (stage, entry) pairs in one query; with `fields`, only those
+    top-level fields of `data` (a timing record's bracketing fixes and details are not
+    what a result is computed from)."""
+    data = "o.data::text"
+    if fields is not None:
+        picked = ", ".join(f"'{f}', o.data->'{f}'" for f in fields)
+        data = f"jsonb_build_object({picked})::text AS data"
+    unique = sorted(set(pairs))
+    rows = await conn.fetch(
+        f"SELECT o.collection, o.key, o.event, o.stage, o.entry, o.at_ms, {data}"
+        " FROM unnest($2::int[], $3::int[]) AS p(s, e)"
+        " JOIN telemetry.domain_outputs o ON o.collection = $1 AND o.stage = p.s"
+        " AND o.entry = p.e",
+        collection,
+        [s for s, _ in unique],
+        [e for _, e in unique],
+    )
+    found: dict[Pair, dict[str, Output]] = {p: {} for p in unique}
+    for key, o in _outputs(rows).items():
+        found[(o.stage or 0, o.entry or 0)][key] = o
+    return found
 
 
 class Standing(msgspec.Struct, frozen=True):
@@ -220,23 +241,6 @@ async def set_placings(
         *columns,
     )
     await _outbox(conn, [(o, "updated") for o in _outputs(rows).values()])
-
-
-async def of_stage_light(
-    conn: DbConnection, collection: str, stage: int, entry: int, fields: Sequence[str]
-) -> dict[str, Output]:
-    """`of_stage` with only these top-level `fields` of `data` (a timing record's
-    bracketing fixes and details are not what a result is computed from)."""
-    pairs = ", ".join(f"'{f}', data->'{f}'" for f in fields)
-    rows = await conn.fetch(
-        "SELECT collection, key, event, stage, entry, at_ms,"
-        f" jsonb_build_object({pairs})::text AS data FROM telemetry.domain_outputs"
-        " WHERE collection = $1 AND stage = $2 AND entry = $3",
-        collection,
-        stage,
-        entry,
-    )
-    return _outputs(rows)
 
 
 def diff(old: Mapping[str, Output], new: Sequence[Output]) -> Diff:
