@@ -38,6 +38,7 @@ from processor.domain.config import (
     PolygonGeometry,
     geometry_coordinates,
 )
+from processor.domain.memo import Memo
 from processor.domain.projection import XY, LocalProjection, centred_on
 from processor.domain.shapes import Box, BoxIndex
 
@@ -70,11 +71,12 @@ Shape = GateShape | WaypointShape | ZoneShape
 class GeofenceIndex:
     """Projected geofences and an STRtree over their bounding boxes.
 
-    Built once per configuration version; immutable afterwards, so it can be shared
-    by every device and window.
+    Built once per configuration version; immutable afterwards (but for the memo of
+    segments seen, which only saves work), so it can be shared by every device and
+    window.
     """
 
-    __slots__ = ("_boxes", "by_id", "projection", "shapes")
+    __slots__ = ("_boxes", "by_id", "projection", "seen", "shapes")
 
     def __init__(
         self, geofences: Iterable[Geofence], projection: LocalProjection | None = None
@@ -87,6 +89,9 @@ class GeofenceIndex:
         self.shapes: tuple[Shape, ...] = tuple(_shape(g, projection) for g in fences)
         self.by_id = {s.fence.id: i for i, s in enumerate(self.shapes)}
         self._boxes = BoxIndex([_box(s) for s in self.shapes])
+        # The hits of segments already tested (`path_hits`): consecutive windows of a
+        # device re-read most of the same track.
+        self.seen: Memo[SegmentKey, tuple[_Hit, ...]] = Memo(SEGMENTS_MEMO)
 
     @classmethod
     def from_config(cls, config: DomainConfig) -> GeofenceIndex:
@@ -115,34 +120,63 @@ class SegmentHit(NamedTuple):
     distance_m: float | None = None
 
 
+# A segment (p0, p1) and the point after it, if joined (a waypoint's closest approach at
+# p1 depends on it): all its hits depend on.
+SegmentKey = tuple[XY, XY, XY | None]
+# A hit without its segment: (shape, ordinal, fraction, transition, direction, distance).
+_Hit = tuple[int, int, float, Transition, GateDirection | None, float | None]
+# Segments remembered (~400 B each): a lagging batch's ~2 000 devices × ~50 segments fit.
+SEGMENTS_MEMO = 1 << 17
+
+
 def path_hits(
     points: Sequence[XY], connected: Sequence[bool], index: GeofenceIndex
 ) -> list[SegmentHit]:
     """Every hit of every connected segment of a path, sorted by (segment, shape, ordinal).
 
     `connected[k]` says whether points k and k+1 may be joined (not across a gap).
+    Segments seen before are answered from `index.seen`; the rest in one box query.
     """
-    segments = [k for k, ok in enumerate(connected) if ok]
-    boxes = [_segment_box(points[k], points[k + 1]) for k in segments]
-    hits: list[SegmentHit] = []
     last = len(connected) - 1
-    for qi, si in index.candidates(boxes):
-        k = segments[qi]
-        p0, p1 = points[k], points[k + 1]
-        shape = index.shapes[si]
-        if isinstance(shape, GateShape):
-            for n, (f, direction) in enumerate(gate_crossings(p0, p1, shape.points)):
-                hits.append(SegmentHit(k, si, n, f, "cross", direction))
-        elif isinstance(shape, ZoneShape):
-            for n, (f, transition) in enumerate(zone_transitions(p0, p1, shape.rings)):
-                hits.append(SegmentHit(k, si, n, f, transition))
+    hits: list[SegmentHit] = []
+    unseen: list[tuple[int, SegmentKey]] = []
+    for k, ok in enumerate(connected):
+        if not ok:
+            continue
+        after = points[k + 2] if k < last and connected[k + 1] else None
+        key = (points[k], points[k + 1], after)
+        known = index.seen.get(key)
+        if known is None:
+            unseen.append((k, key))
         else:
-            after = points[k + 2] if k < last and connected[k + 1] else None
-            found = closest_approach(p0, p1, shape.centre, after)
-            if found is not None and found[1] <= shape.radius_m:
-                hits.append(SegmentHit(k, si, 0, found[0], "closest", None, found[1]))
+            hits += [SegmentHit(k, *h) for h in known]
+    found: list[list[_Hit]] = [[] for _ in unseen]
+    boxes = [_segment_box(p0, p1) for _, (p0, p1, _) in unseen]
+    for qi, si in index.candidates(boxes):
+        p0, p1, after = unseen[qi][1]
+        found[qi] += _hits(p0, p1, after, si, index.shapes[si])
+    for (k, key), segment_hits in zip(unseen, found, strict=True):
+        index.seen.put(key, tuple(segment_hits))
+        hits += [SegmentHit(k, *h) for h in segment_hits]
     hits.sort()
     return hits
+
+
+def _hits(p0: XY, p1: XY, after: XY | None, si: int, shape: Shape) -> list[_Hit]:
+    if isinstance(shape, GateShape):
+        return [
+            (si, n, f, "cross", direction, None)
+            for n, (f, direction) in enumerate(gate_crossings(p0, p1, shape.points))
+        ]
+    if isinstance(shape, ZoneShape):
+        return [
+            (si, n, f, transition, None, None)
+            for n, (f, transition) in enumerate(zone_transitions(p0, p1, shape.rings))
+        ]
+    found = closest_approach(p0, p1, shape.centre, after)
+    if found is not None and found[1] <= shape.radius_m:
+        return [(si, 0, found[0], "closest", None, found[1])]
+    return []
 
 
 # --- planar primitives ----------------------------------------------------------------

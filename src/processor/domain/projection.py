@@ -28,18 +28,22 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from processor.domain.memo import Memo
+
 WGS84_A = 6_378_137.0
 WGS84_F = 1.0 / 298.257223563
 WGS84_E2 = WGS84_F * (2.0 - WGS84_F)
 
 XY = tuple[float, float]
 LonLat = tuple[float, float]
+# Points remembered (~250 B each): a lagging batch's ~2 000 devices × ~50 fixes fit.
+PROJECTED_MEMO = 1 << 17
 
 
 class LocalProjection:
     """(longitude, latitude) degrees ⇄ metres east/north of a fixed origin."""
 
-    __slots__ = ("_east", "_north", "_origin", "_up", "lat0", "lon0")
+    __slots__ = ("_east", "_memo", "_north", "_origin", "_up", "lat0", "lon0")
 
     def __init__(self, lat0: float, lon0: float) -> None:
         if not (math.isfinite(lat0) and math.isfinite(lon0)) or abs(lat0) > 89.0:
@@ -52,17 +56,23 @@ class LocalProjection:
         self._east = (-sl, cl, 0.0)
         self._north = (-sp * cl, -sp * sl, cp)
         self._up = (cp * cl, cp * sl, sp)
+        # Each fix is projected by every window that reads it (memo.py).
+        self._memo: Memo[LonLat, XY] = Memo(PROJECTED_MEMO)
 
     def __repr__(self) -> str:
         return f"LocalProjection(lat0={self.lat0!r}, lon0={self.lon0!r})"
 
     def to_xy(self, lon: float, lat: float) -> XY:
         """Metres east and north of the origin (on the tangent plane)."""
-        x, y, z = _ecef(lat, lon)
-        ox, oy, oz = self._origin
-        dx, dy, dz = x - ox, y - oy, z - oz
-        e, n = self._east, self._north
-        return (e[0] * dx + e[1] * dy, n[0] * dx + n[1] * dy + n[2] * dz)
+        found = self._memo.get((lon, lat))
+        if found is None:
+            x, y, z = _ecef(lat, lon)
+            ox, oy, oz = self._origin
+            dx, dy, dz = x - ox, y - oy, z - oz
+            e, n = self._east, self._north
+            found = (e[0] * dx + e[1] * dy, n[0] * dx + n[1] * dy + n[2] * dz)
+            self._memo.put((lon, lat), found)
+        return found
 
     def to_lonlat(self, x: float, y: float) -> LonLat:
         """Inverse of `to_xy`: the ellipsoid point whose plane image is (x, y)."""

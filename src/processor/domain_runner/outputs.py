@@ -148,12 +148,13 @@ class DomainOutputs:
             if ordered[w.device_id] and self.race.ordinary(snapshot, entries, w, records):
                 calm.append(w)
         since = {e.id: w.start_ms for w in calm for e in snapshot.entries_of(w.device_id)}
+        calm_devices = {w.device_id for w in calm}
         changing = await self.race.changing(conn, since)
         self._quiet |= {
             w.device_id: Quiet(
                 ordered=ordered[w.device_id],
                 timing=timing_quiet[w.device_id],
-                alerts=w in calm
+                alerts=w.device_id in calm_devices
                 and not any(e.id in changing for e in snapshot.entries_of(w.device_id)),
             )
             for w in windows

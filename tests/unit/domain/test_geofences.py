@@ -6,6 +6,8 @@ import itertools
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processor.domain.geofences import (
     closest_approach,
@@ -14,6 +16,7 @@ from processor.domain.geofences import (
     path_hits,
     zone_transitions,
 )
+from processor.domain.memo import Memo
 from processor.domain.projection import XY
 from tests.unit.domain.builders import gate, index, waypoint, zone
 
@@ -152,3 +155,35 @@ def test_index_cost_does_not_grow_with_far_away_geofences() -> None:
     ]
     ids_big = [(h.segment, big.shapes[h.shape].fence.id) for h in path_hits(path, [True] * 9, big)]
     assert ids_small == ids_big
+
+
+_coordinate = st.floats(-60.0, 60.0, allow_nan=False).map(lambda v: round(v, 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    path=st.lists(st.tuples(_coordinate, _coordinate), min_size=2, max_size=12),
+    gaps=st.lists(st.booleans(), min_size=11, max_size=11),
+    start=st.integers(0, 10),
+    capacity=st.integers(1, 8),
+)
+def test_remembered_segments_give_the_same_hits_as_fresh_ones(
+    path: list[XY], gaps: list[bool], start: int, capacity: int
+) -> None:
+    """Consecutive windows re-test most of a track; the memo must not change a bit of
+    the answer, wherever a segment sits in the path and however small the memo."""
+    fences = (
+        gate(1, GATE),
+        waypoint(2, (20.0, 8.0), 10.0),
+        zone(4, [(32.0, -10.0), (40.0, -10.0), (40.0, 10.0), (32.0, 10.0)]),
+        zone(5, SQUARE[:-1], [(3.0, 3.0), (6.0, 3.0), (6.0, 6.0), (3.0, 6.0)]),
+    )
+    connected = [not g for g in gaps[: len(path) - 1]]
+    warm = index(*fences)
+    warm.seen = Memo(capacity)
+    # Warm it with an overlapping part of the path (its segments at other positions).
+    part = path[min(start, len(path) - 2) :]
+    path_hits(part, connected[len(path) - len(part) :], warm)
+    first = path_hits(path, connected, warm)
+    again = path_hits(path, connected, warm)
+    assert first == again == path_hits(path, connected, index(*fences))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processor.domain.projection import WGS84_A, WGS84_E2, LocalProjection, centred_on
 
@@ -70,3 +72,17 @@ def test_centred_on_the_bounding_box() -> None:
         centred_on([])
     with pytest.raises(ValueError, match="polar"):
         LocalProjection(89.5, 0.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(2.0, 2.4), st.floats(41.2, 41.6)), min_size=1, max_size=40).map(
+        lambda pts: pts + pts[::2]
+    )  # some points asked again
+)
+def test_remembered_points_project_to_the_same_bits(points: list[tuple[float, float]]) -> None:
+    remembering = LocalProjection(41.4, 2.2)
+    first = [remembering.to_xy(lon, lat) for lon, lat in points]
+    again = [remembering.to_xy(lon, lat) for lon, lat in points]
+    fresh = [LocalProjection(41.4, 2.2).to_xy(lon, lat) for lon, lat in points]
+    assert first == again == fresh

@@ -368,6 +368,7 @@ async def _spawn(args: list[str], env: dict[str, str]) -> tuple[asyncio.subproce
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
+            *_profiled(args[0]),
             "-m",
             "processor",
             *args,
@@ -378,6 +379,15 @@ async def _spawn(args: list[str], env: dict[str, str]) -> tuple[asyncio.subproce
     finally:
         os.close(fd)
     return proc, Path(name)
+
+
+def _profiled(name: str) -> list[str]:
+    """With BENCH_PROFILE_DIR set, each spawned process runs under cProfile and leaves
+    `<dir>/<command>.prof` when it stops (for `python -m pstats`)."""
+    folder = os.environ.get("BENCH_PROFILE_DIR")
+    if not folder:
+        return []
+    return ["-m", "cProfile", "-o", str(Path(folder) / f"{name}.prof")]
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> int:
@@ -514,6 +524,7 @@ def _realtime_figures(
         return float(b.get(name, 0.0)) - float(a.get(name, 0.0))
 
     troughs = _troughs(samples.t, samples.lag, since=fed_s / 2, every=TROUGH_WINDOW_S)
+    judged = _stored_per_s(samples.scrapes, since=fed_s / 2, until=fed_s)
     slope = _slope([t for t, _ in troughs], [y for _, y in troughs])
     produced_per_s = delta("processor_notices_published_total") / fed_s
     windows = _delta_buckets(
@@ -535,6 +546,9 @@ def _realtime_figures(
         "seconds": fed_s,
         "positions_sent": float(sent),
         "positions_per_s": delta("processor_positions_inserted_total") / fed_s,
+        # Over the half the verdict is about: the simulator's cars finish their stages
+        # after a minute or so, so a longer run feeds less than `rate` towards its end.
+        "positions_per_s_judged": judged,
         "notices_produced_per_s": produced_per_s,
         "notices_per_s": delta("processor_domain_notices_total") / fed_s,
         "windows_per_s": delta("processor_domain_windows_total") / fed_s,
@@ -558,6 +572,18 @@ def _realtime_figures(
         "domain_restarts": delta("processor_domain_restarts_total", b=end),
         "cpu_share": delta("process_cpu_seconds_total") / fed_s,
     }
+
+
+def _stored_per_s(
+    scrapes: list[tuple[float, dict[str, Any]]], *, since: float, until: float
+) -> float:
+    """Positions stored per second between the first scrape at or after `since` and the
+    last one up to `until`."""
+    span = [(t, float(m.get("processor_positions_inserted_total", 0.0))) for t, m in scrapes]
+    span = [(t, n) for t, n in span if since <= t <= until]
+    if len(span) < 2 or span[-1][0] <= span[0][0]:
+        return float("nan")
+    return (span[-1][1] - span[0][1]) / (span[-1][0] - span[0][0])
 
 
 def _tail(path: Path, lines: int = 40) -> str:
