@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from processor.core.settings import Settings
-from processor.domain_runner.fixes import read_range
+from processor.domain_runner.fixes import read_many, read_range
 from processor.domain_runner.notices import Window
 from processor.domain_runner.runner import DomainRunner, notice_settings
 from processor.observability.metrics import Metrics
@@ -104,3 +105,28 @@ async def test_core_stores_everything_while_the_domain_stage_fails(
     await run_domain(settings, recovered, Metrics())
     devices = {w.device_id for w, _ in recovered.calls}
     assert devices == {f"F{d}" for d in range(20)}
+
+
+async def test_the_batch_read_decodes_io_only_from_where_it_is_asked(
+    settings: Settings, redis_client: aioredis.Redis, db: asyncpg.Connection
+) -> None:
+    await add_all(
+        redis_client,
+        settings.stream,
+        [entry(d, BASE_MS + s * 1000) for d in ("D1", "D2") for s in range(6)],
+    )
+    await drain(settings)
+    full = await read_range(db, "D1", BASE_MS, BASE_MS + 5_000)
+    assert all(p.io for p in full)
+    found = await read_many(
+        db,
+        {"D1": (BASE_MS, BASE_MS + 5_000), "D2": (BASE_MS + 1_000, BASE_MS + 2_000)},
+        io_from={"D1": BASE_MS + 3_000},
+    )
+    assert [p.ts_ms for p in found["D1"]] == [p.ts_ms for p in full]
+    # Before `io_from` the geometry only; from it on, the records as stored.
+    assert [p.io for p in found["D1"]] == [{}, {}, {}] + [p.io for p in full[3:]]
+    assert found["D1"][:3] == [msgspec.structs.replace(p, io={}) for p in full[:3]]
+    # No `io_from` for a device: its whole span, IO included.
+    assert [p.ts_ms for p in found["D2"]] == [BASE_MS + 1_000, BASE_MS + 2_000]
+    assert all(p.io == full[0].io for p in found["D2"])

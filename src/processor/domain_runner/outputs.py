@@ -124,8 +124,12 @@ class DomainOutputs:
         snapshot = await self.source.current(conn)
         # Enough before each window for the tight timing scope (`timing_scope`).
         back = PEEK_MS + 2 * (self.settings.context_ms - self.settings.max_gap_ms)
+        # The IO elements only of the window's records: its attributes and `Race.ordinary`
+        # (a panic button) look at nothing earlier.
         recent = await read_many(
-            conn, {w.device_id: (w.start_ms - back, w.end_ms) for w in windows}
+            conn,
+            {w.device_id: (w.start_ms - back, w.end_ms) for w in windows},
+            io_from={w.device_id: w.start_ms for w in windows},
         )
         later = await first_received_after(conn, {w.device_id: w.end_ms for w in windows})
         await write_attributes_many(

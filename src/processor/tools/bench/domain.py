@@ -69,6 +69,8 @@ DRAIN_LIMIT_S = 30.0
 GROWTH_TOLERANCE = 0.05
 TROUGH_WINDOW_S = 5.0
 DRAINED_WITHIN_S = 15.0
+# Fewer troughs than this (a feed under ~30 s) say nothing about a trend: not bounded.
+MIN_TROUGHS = 3
 # The mappings of the IO elements the simulator sends: the stage decodes them for every
 # position (telemetry.position_attributes), as it would in production.
 IO_MAPPINGS = (
@@ -331,10 +333,10 @@ def _delta_buckets(
 
 
 def _slope(ts: list[float], ys: list[float]) -> float:
-    """Least-squares slope of ys over ts."""
+    """Least-squares slope of ys over ts (NaN: too few points to say)."""
     n = len(ts)
     if n < 2:
-        return 0.0
+        return float("nan")
     mt, my = sum(ts) / n, sum(ys) / n
     var = sum((t - mt) ** 2 for t in ts)
     return sum((t - mt) * (y - my) for t, y in zip(ts, ys, strict=True)) / var if var else 0.0
@@ -538,7 +540,8 @@ def _realtime_figures(
     window_count = delta("processor_domain_window_duration_seconds_count", b=end)
     window_sum = delta("processor_domain_window_duration_seconds_sum", b=end)
     bounded = (
-        slope <= max(0.5, GROWTH_TOLERANCE * produced_per_s)
+        len(troughs) >= MIN_TROUGHS
+        and slope <= max(0.5, GROWTH_TOLERANCE * produced_per_s)
         and not math.isnan(drained_s)
         and drained_s <= DRAINED_WITHIN_S
     )
