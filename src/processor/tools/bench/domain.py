@@ -59,6 +59,8 @@ GATE_HALF_WIDTH_M = 15.0
 WAYPOINT_RADIUS_M = 25.0
 EDGE_M = 300.0  # no generated geofence this close to a route's start or end
 DRAIN_LIMIT_S = 30.0
+# Time for the processes to start before the feed (and the stages) begin.
+FEED_LEAD_S = 8.0
 # The lag is a sawtooth: a read takes what accumulated while the previous batch ran, so it
 # climbs during a batch and drops at the next read; its peaks say how big batches got,
 # its troughs what was left over. A stage that keeps up leaves nothing over: the troughs
@@ -431,6 +433,16 @@ async def _realtime(
     `separate`, a `processor run` and a `processor domain`), sampled every second."""
     stream = f"{settings.stream}:domain"
     notices = f"{stream}:committed"
+    # The event's stages open when the feed starts (the simulator drives them from their
+    # opening on): results are `running` with their splits, as in a live event, not `dns`
+    # of stages closed months ago.
+    feed_start_ms = time.time_ns() // 1_000_000 + int(FEED_LEAD_S * 1000)
+    shift_ms = feed_start_ms - min(s.opens_at_ms for s in load_event().stages)
+    await conn.execute(
+        "UPDATE public.stages SET opens_at = opens_at + make_interval(secs => $1 / 1000.0),"
+        " closes_at = closes_at + make_interval(secs => $1 / 1000.0)",
+        shift_ms,
+    )
     commands = [["run"], ["domain"]] if separate else [["run", "--with-domain"]]
     ports = [_free_port() for _ in commands]
     procs = []
@@ -462,12 +474,20 @@ async def _realtime(
             else:
                 logs = "\n".join(_tail(log) for _, log in procs)
                 raise RuntimeError(f"{commands} did not start:\n{logs}")
-            t0 = time.monotonic()
+            # The clock of the samples starts with the feed (the producer generates its
+            # first entries meanwhile, then sends each when due).
+            late_s = time.time() - feed_start_ms / 1000
+            t0 = time.monotonic() - max(0.0, late_s)
+            if late_s < 0:
+                t0 -= late_s
 
             async def sample_every_second() -> None:
                 while True:
                     lag = await _group_lag(redis, notices, settings.domain_group)
                     now = time.monotonic() - t0
+                    if now < 0:
+                        await asyncio.sleep(min(1.0, -now))
+                        continue
                     if feeding and lag is not None:
                         samples.t.append(now)
                         samples.lag.append(lag)
@@ -483,6 +503,7 @@ async def _realtime(
                     rate=rate,
                     seconds=seconds,
                     seed=seed,
+                    shift_ms=shift_ms,
                 )
                 fed_s = time.monotonic() - t0
                 feeding = False
@@ -500,15 +521,44 @@ async def _realtime(
                 await asyncio.gather(sampler, return_exceptions=True)
     finally:
         codes = [await _stop(proc) for proc, _ in procs]
-    return _realtime_figures(
-        start, at_feed_end, end, samples, sent=sent, fed_s=fed_s, drained_s=drained_s
-    ) | {
-        "rate": float(rate),
-        "separate_processes": float(separate),
-        "exit_code": float(max(codes, key=abs)),
-        "timing_records": float(
-            await conn.fetchval("SELECT count(*) FROM public.timing_records WHERE source = 'auto'")
+    return (
+        _realtime_figures(
+            start, at_feed_end, end, samples, sent=sent, fed_s=fed_s, drained_s=drained_s
+        )
+        | {
+            "rate": float(rate),
+            "feed_late_s": max(0.0, late_s),
+            "separate_processes": float(separate),
+            "exit_code": float(max(codes, key=abs)),
+            "timing_records": float(
+                await conn.fetchval(
+                    "SELECT count(*) FROM public.timing_records WHERE source = 'auto'"
+                )
+            ),
+        }
+        | await _race_outputs(conn)
+    )
+
+
+async def _race_outputs(conn: asyncpg.Connection) -> dict[str, float]:
+    """What the run left of results (by status), penalties and alerts: the work the race
+    side of the stage did, so the report shows it was exercised."""
+    rows = await conn.fetch(
+        "SELECT collection, coalesce(data->>'status', '') AS status, count(*) AS n"
+        " FROM telemetry.domain_outputs WHERE collection <> 'timing_records' GROUP BY 1, 2"
+    )
+    found = {f"{r['collection']}:{r['status']}": float(r["n"]) for r in rows}
+    return {
+        "results_running": found.get("stage_results:running", 0.0),
+        "results_finished": found.get("stage_results:finished", 0.0),
+        "results_other": sum(
+            v
+            for k, v in found.items()
+            if k.startswith("stage_results:")
+            and k not in ("stage_results:running", "stage_results:finished")
         ),
+        "penalties": sum(v for k, v in found.items() if k.startswith("penalties:")),
+        "alerts": sum(v for k, v in found.items() if k.startswith("alerts:")),
     }
 
 

@@ -93,6 +93,7 @@ def print_domain(result: BenchResult, console: Console) -> None:
             f"{d['lag_slope_per_s']:+.2f} notices/s",
         ),
         ("all handled after the feed stopped in", f"{d['drained_s']:.1f} s"),
+        ("feed started late by", f"{d.get('feed_late_s', 0.0):.1f} s"),
         ("lag bounded", _bounded(d, float(result.config.get("domain_rate", "nan")))),
         (
             "window recompute p50 / p99 / mean",
@@ -103,6 +104,12 @@ def print_domain(result: BenchResult, console: Console) -> None:
             f"{d['commit_latency_p50_ms']:.0f} / {d['commit_latency_p99_ms']:.0f} ms",
         ),
         ("timing records written", f"{d['timing_records']:,.0f}"),
+        (
+            "stage results running / finished / other; penalties; alerts",
+            f"{d.get('results_running', 0):,.0f} / {d.get('results_finished', 0):,.0f} / "
+            f"{d.get('results_other', 0):,.0f}; {d.get('penalties', 0):,.0f}; "
+            f"{d.get('alerts', 0):,.0f}",
+        ),
         ("domain failures / restarts", f"{d['domain_failures']:.0f} / {d['domain_restarts']:.0f}"),
         ("process CPU (cores)", f"{d['cpu_share']:.2f}"),
     )

@@ -23,13 +23,21 @@ def bench_entries(*, devices: int, count: int, seed: int) -> list[Fields]:
 
 
 async def produce_realtime(
-    redis_url: str, stream: str, *, rate: int, seconds: float, seed: int
+    redis_url: str,
+    stream: str,
+    *,
+    rate: int,
+    seconds: float,
+    seed: int,
+    shift_ms: int | None = None,
 ) -> int:
     """`rate` devices at 1 Hz for `seconds`, each entry XADDed at its received_at.
 
-    The run is shifted so received_at is the wall clock, and entries are sent by the
-    wall clock (not paced relative to the first one), so received_at → commit measures
-    the processor and nothing else. All cars start at once: a steady `rate` per second.
+    The run is shifted so received_at is the wall clock (by `shift_ms`, if given: a
+    caller that moved the event's stages by as much, so the cars drive open stages), and
+    entries are sent by the wall clock (not paced relative to the first one), so
+    received_at → commit measures the processor and nothing else. All cars start at
+    once: a steady `rate` per second for about a minute, then less as cars finish.
     """
     event = load_event()
     generated = Simulation(
@@ -41,7 +49,9 @@ async def produce_realtime(
     sent = 0
     try:
         # Align the simulated clock with the wall clock once generation is ready.
-        shift = time.time_ns() // 1_000_000 + 200 - first.received_ms
+        shift = shift_ms
+        if shift is None:
+            shift = time.time_ns() // 1_000_000 + 200 - first.received_ms
         end_ms = first.received_ms + int(seconds * 1000)
         pending: list[Entry] = []
         for entry in entries:
