@@ -399,6 +399,15 @@ def bench(
             " own `processor domain` process (the production layout at load).",
         ),
     ] = False,
+    domain_mass_start: Annotated[
+        bool,
+        typer.Option(
+            "--domain-mass-start",
+            help="All cars of the domain run wait a minute at the start line, then start"
+            " (results for every car; give --domain-seconds 130 to judge the racing half),"
+            " instead of joining the routes part-way.",
+        ),
+    ] = False,
 ) -> None:
     """Measure throughput (vs a raw COPY ceiling and a naive peer), latency and the domain
     stage (keeping up in real time; the core beside a failing one), in one run."""
@@ -417,6 +426,7 @@ def bench(
         domain_seconds=domain_seconds,
         domain_rate=domain_rate,
         domain_separate=not domain_in_run,
+        domain_extras_start="start_line" if domain_mass_start else "part_way",
     )
     result = _run(run_bench(config, lambda text: console.print(f"[dim]· {text}[/]")))
     print_report(result, console)

@@ -228,6 +228,25 @@ def test_device_ids_are_unique_luhn_imeis(event: SampleEvent) -> None:
     assert {d.imei for d in event.devices} <= set(ids)
 
 
+def test_load_devices_join_part_way_or_start_from_the_line(event: SampleEvent) -> None:
+    entries = len(event.entries)
+    for where in ("part_way", "start_line"):
+        config = GeneratorConfig(devices=entries + 40, start_interval_s=30.0, extras_start=where)
+        sim = Simulation(event, config)
+        for plan in sim.plans[entries:]:
+            for leg in plan.legs:
+                stage = leg.course.stage
+                first_go = stage.opens_at_ms + 60_000  # the schedule's first start
+                if where == "start_line":
+                    # At the line, waiting a minute (the lead-in), gone within the interval.
+                    assert leg.s_start == 0.0
+                    assert first_go <= leg.trajectory.t_go_ms <= first_go + 30_000
+                    assert leg.first_ms >= leg.trajectory.t_go_ms - 61_000
+                else:
+                    assert leg.s_start > 0.0
+                    assert leg.trajectory.t_go_ms < first_go  # started before it is seen
+
+
 def test_iso_formatter_matches_the_contract_rendering() -> None:
     fmt = IsoFormatter()
     for ms in (0, 1_777_629_600_000, 1_777_629_600_999, 1_777_629_659_001, 1_799_999_999_999):

@@ -50,7 +50,7 @@ from processor.tools.event_loader import load_event_rows, read_event_file
 from processor.tools.simulator.course import Course, crossings
 from processor.tools.simulator.event import load_event
 from processor.tools.simulator.geo import XY
-from processor.tools.simulator.schedule import EXTRA_SERIAL_BASE, imei
+from processor.tools.simulator.schedule import EXTRA_SERIAL_BASE, ExtrasStart, imei
 
 Say = Callable[[str], None]
 DIRECTUS_FIXTURE = Path(__file__).resolve().parents[2] / "storage" / "directus_fixture.sql"
@@ -428,6 +428,7 @@ async def _realtime(
     seconds: float,
     seed: int,
     separate: bool = False,
+    extras_start: ExtrasStart = "part_way",
 ) -> dict[str, float]:
     """The simulator at `rate` in real time into `processor run --with-domain` (or, with
     `separate`, a `processor run` and a `processor domain`), sampled every second."""
@@ -504,6 +505,7 @@ async def _realtime(
                     seconds=seconds,
                     seed=seed,
                     shift_ms=shift_ms,
+                    extras_start=extras_start,
                 )
                 fed_s = time.monotonic() - t0
                 feeding = False
@@ -527,6 +529,7 @@ async def _realtime(
         )
         | {
             "rate": float(rate),
+            "mass_start": float(extras_start == "start_line"),
             "feed_late_s": max(0.0, late_s),
             "separate_processes": float(separate),
             "exit_code": float(max(codes, key=abs)),
@@ -666,6 +669,7 @@ async def run_domain_bench(
     seed: int,
     say: Say,
     separate: bool = True,
+    extras_start: ExtrasStart = "part_way",
 ) -> DomainBench:
     """The domain section (the isolation pairs alternate, best of `repeats` each)."""
     result = DomainBench()
@@ -708,7 +712,15 @@ async def run_domain_bench(
         " public.penalties, public.alerts"
     )
     realtime = await _realtime(
-        settings, env, redis, conn, rate=rate, seconds=seconds, seed=seed, separate=separate
+        settings,
+        env,
+        redis,
+        conn,
+        rate=rate,
+        seconds=seconds,
+        seed=seed,
+        separate=separate,
+        extras_start=extras_start,
     )
     realtime.update({k: float(v) for k, v in counts.items()})
     result.figures["domain"] = realtime

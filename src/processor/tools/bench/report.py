@@ -72,7 +72,8 @@ def print_domain(result: BenchResult, console: Console) -> None:
                 "processor run + processor domain"
                 if d.get("separate_processes")
                 else "processor run --with-domain"
-            ),
+            )
+            + (", mass start after 60 s" if d.get("mass_start") else ""),
         ),
         (
             "positions stored /s (2nd half, the one judged)",

@@ -38,6 +38,7 @@ from processor.storage.pool import create_pool, install_codecs
 from processor.storage.rows import COLUMNS, to_row
 from processor.storage.writer import PositionWriter
 from processor.tools.bench.workload import bench_entries, produce_realtime
+from processor.tools.simulator.schedule import ExtrasStart
 
 Fields = dict[bytes, bytes]
 Say = Callable[[str], None]
@@ -56,6 +57,8 @@ class BenchConfig:
     domain_rate: int = 2_000
     # The domain stage as its own process (production at load) or in `run --with-domain`.
     domain_separate: bool = True
+    # Where the load cars join the stages: part-way (on the road) or at the start line.
+    domain_extras_start: ExtrasStart = "part_way"
 
 
 @dataclass
@@ -232,6 +235,7 @@ async def run_bench(config: BenchConfig, say: Say) -> BenchResult:
                 seed=config.seed,
                 say=say,
                 separate=config.domain_separate,
+                extras_start=config.domain_extras_start,
             )
             result.figures.update(domain.figures)
             result.ratios.update(domain.ratios)

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from processor.core.timeparse import format_ms, parse_time_ms
 from processor.tools.simulator.event import load_event
 from processor.tools.simulator.generator import Entry, GeneratorConfig, Simulation
+from processor.tools.simulator.schedule import ExtrasStart
 
 Fields = dict[bytes, bytes]
 
@@ -30,6 +31,7 @@ async def produce_realtime(
     seconds: float,
     seed: int,
     shift_ms: int | None = None,
+    extras_start: ExtrasStart = "part_way",
 ) -> int:
     """`rate` devices at 1 Hz for `seconds`, each entry XADDed at its received_at.
 
@@ -41,7 +43,8 @@ async def produce_realtime(
     """
     event = load_event()
     generated = Simulation(
-        event, GeneratorConfig(devices=rate, seed=seed, start_interval_s=0.0)
+        event,
+        GeneratorConfig(devices=rate, seed=seed, start_interval_s=0.0, extras_start=extras_start),
     ).entries()
     first = next(generated)
     entries = itertools.chain([first], generated)

@@ -26,7 +26,12 @@ from processor.tools.simulator.records import (
     TimeFormat,
 )
 from processor.tools.simulator.scenarios import Scenario, Scripts
-from processor.tools.simulator.schedule import DevicePlan, ScheduleConfig, plan_devices
+from processor.tools.simulator.schedule import (
+    DevicePlan,
+    ExtrasStart,
+    ScheduleConfig,
+    plan_devices,
+)
 
 OFFLINE_PACKET_RECORDS = 25
 OFFLINE_PACKET_GAP_MS = 40
@@ -71,6 +76,7 @@ class GeneratorConfig:
     latency_ms: tuple[int, int] = (150, 900)
     faults: FaultConfig = field(default_factory=FaultConfig)
     scenarios: tuple[Scenario, ...] = ()  # scripted moments with exact expected facts
+    extras_start: ExtrasStart = "part_way"  # where load devices join a stage (schedule.py)
 
     @property
     def period_ms(self) -> int:
@@ -104,6 +110,7 @@ class Simulation:
                 period_ms=config.period_ms,
                 start_interval_s=config.start_interval_s,
                 time_shift_ms=config.time_shift_ms,
+                extras_start=config.extras_start,
             ),
             self.scripts.shape if config.scenarios else None,
         )

@@ -4,7 +4,9 @@ Devices 0…E−1 are the event's entries, started one every `start_interval_s` 
 number order on every stage. Devices beyond that reuse the entries' cars
 (i mod E) and drive the same stages, but join each route part-way at a random point
 during the first start interval — so a benchmark with thousands of devices has
-them all reporting at once. Every choice comes from the seed.
+them all reporting at once — or, with `extras_start="start_line"`, start from the
+start line at a random moment of the first start interval (a mass start: they have
+results). Every choice comes from the seed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from processor.tools.simulator.course import Course, StageCourse
 from processor.tools.simulator.event import EntryRow
@@ -21,6 +24,9 @@ from processor.tools.simulator.trajectory import CarModel, Profile, Trajectory
 IMEI_TAC = "35630704"
 SAMPLE_SERIAL_BASE = 441_000  # the sample event's devices
 EXTRA_SERIAL_BASE = 500_000  # devices beyond the sample's entries
+# Where the load devices join each stage: part-way along the route (all on the road at
+# once), or at the start line like the entries (they start, so they have results).
+ExtrasStart = Literal["part_way", "start_line"]
 MAX_DEVICES = 400_000
 CLASS_TOP_KMH = {"T1": 178.0, "T2": 160.0, "T3": 168.0, "T4": 150.0}
 MIN_LEG_GAP_MS = 60_000
@@ -50,6 +56,7 @@ class ScheduleConfig:
     lead_in_s: float = 60.0
     hold_s: float = 30.0
     time_shift_ms: int = 0
+    extras_start: ExtrasStart = "part_way"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +129,12 @@ def _plan(
         stage_course, profile = shaped or (usual, usual.profile(car))
         open_ms = stage.opens_at_ms + config.time_shift_ms
         first_go = open_ms + 1000.0 * config.first_start_after_open_s
-        if extra:
+        if extra and config.extras_start == "start_line":
+            # The whole field at once, each within the first start interval.
+            s_start = 0.0
+            t_go = first_go + rng.uniform(0.0, 1000.0 * config.start_interval_s)
+            seen_from = t_go - 1000.0 * config.lead_in_s
+        elif extra:
             s_start = profile.route.length * rng.uniform(0.05, 0.85)
             seen_from = first_go - 1000.0 * config.lead_in_s
             seen_from += rng.uniform(0.0, 1000.0 * config.start_interval_s)
