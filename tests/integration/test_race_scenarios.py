@@ -22,6 +22,7 @@ import asyncpg
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from processor.core.settings import Settings
 from processor.domain.rules import parse_rules
@@ -55,6 +56,11 @@ from tests.integration.test_replay import moved_gate
 pytestmark = pytest.mark.integration
 
 DEVICES = 5
+# The live-feed test's slices of arrival time, and the share of windows it expects
+# settled in the batch: 77 of 95 when standing cars off their stages are settled there,
+# 60 of 95 when `Race.ordinary` ignores active spans.
+SLICE_MS = 20_000
+FAST_SHARE = 0.75
 EVENT_END_MS = 1777644000000  # 2026-05-01T14:00Z: every stage closed
 SAMPLE_RULES = parse_rules(read_event_file()["events"][0]["rules"])
 # Crossing-time error allowed per gate (no GPS noise; the issue 6 target is p95 ≤ 20 ms).
@@ -388,3 +394,56 @@ async def test_officials_corrections_reach_results_on_the_next_tick(
         )
     }
     assert ranks == ranks_of(totals)
+
+
+@pytest.mark.timeout(600)
+async def test_live_feed_in_slices_puts_standing_cars_on_the_fast_path_and_still_alerts(
+    settings: Settings, redis_client: aioredis.Redis, race_db: asyncpg.Connection
+) -> None:
+    """Stage 1 fed as it happens, 20 s at a time: cars queueing at the start and parked
+    after the finish stand still off every active span, so their windows are settled in
+    the batch (`Race.ordinary` with the entries' active spans); the car stopping on the
+    stage still raises exactly the alert the whole-stage feed raises, and nothing else."""
+    sim = simulate(Scenario(entry=2, stage=1, action=Stop(fraction=0.5, duration_s=120)))
+    stage = next(s for s in sim.event.stages if s.id == 1)
+    entries = [e for e in sim.entries() if e.ts_ms < stage.closes_at_ms]
+    stop = next(f for f in expected(sim) if isinstance(f, StopFacts))
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    now = 0
+    handler = DomainOutputs(ConfigSource(0.0), race=Race(clock=lambda: now))
+    domain = notice_settings(settings)
+    redis = connect(domain)
+    pool = await create_pool(settings)
+    try:
+        runner = DomainRunner(domain, StreamClient(redis, domain), pool, handler, metrics)
+        first = min(e.received_ms for e in entries)
+        last = max(e.received_ms for e in entries)
+        for end in range(first + SLICE_MS, last + 2 * SLICE_MS, SLICE_MS):
+            now = end
+            part = [e for e in entries if end - SLICE_MS <= e.received_ms < end]
+            if not part:
+                continue
+            await add_all(redis_client, settings.stream, [e.fields() for e in part])
+            await drain(settings)
+            await asyncio.wait_for(runner.run(until_idle=True), 60)
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+    times = fix_times(entries, stop.device_id)
+    alerts = await stored(race_db, "alerts")
+    assert [(a["entry"], a["kind"], a["stage"]) for a in alerts] == [(2, "stopped", 1)]
+    assert ms(alerts[0]["started_at"]) == next(t for t in times if t >= stop.below_at_ms)
+    assert ms(alerts[0]["ended_at"]) == next(t for t in times if t >= stop.above_at_ms)
+    results = await stored(race_db, "stage_results")
+    assert sorted((r["entry"], r["status"]) for r in results if r["stage"] == 1) == [
+        (e, "finished") for e in range(1, DEVICES + 1)
+    ]
+    # Most windows were settled in the batch, queueing and parked ones included: a car
+    # stands still at its start for a minute and after its finish for 30 s, and with
+    # `Race.ordinary` blind to active spans those windows all took the full path.
+    fast = registry.get_sample_value("processor_domain_fast_windows_total") or 0.0
+    windows = registry.get_sample_value("processor_domain_windows_total") or 0.0
+    assert windows > 0
+    assert fast / windows > FAST_SHARE, (fast, windows)

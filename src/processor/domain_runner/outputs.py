@@ -138,6 +138,7 @@ class DomainOutputs:
         timing_quiet: dict[str, bool] = {}
         ordered: dict[str, bool] = {}
         calm: list[Window] = []
+        unsure: list[Window] = []
         for n, w in enumerate(windows):
             if n % YIELD_EVERY == YIELD_EVERY - 1:
                 # Thousands of windows in a lagging batch: let the core (same event loop
@@ -149,8 +150,26 @@ class DomainOutputs:
             timing_quiet[w.device_id] = ordered[w.device_id] and appended_without_hits(
                 records, w, snapshot.index, self.settings
             )
-            if ordered[w.device_id] and self.race.ordinary(snapshot, entries, w, records):
-                calm.append(w)
+            if ordered[w.device_id]:
+                if self.race.ordinary(snapshot, entries, w, records):
+                    calm.append(w)
+                elif timing_quiet[w.device_id]:
+                    unsure.append(w)
+        # A second look, knowing when the entries are on a stage, at the windows with
+        # something out of the ordinary (mostly cars standing still: at their start, or
+        # after their finish): one read for all of them. Only for windows that cross no
+        # geofence: their stored start and finish records are the whole story (a window
+        # crossing the start line would find no active span yet).
+        active = await self.race.active_spans_of(
+            conn, snapshot, (e for w in unsure for e in snapshot.entries_of(w.device_id))
+        )
+        calm += [
+            w
+            for w in unsure
+            if self.race.ordinary(
+                snapshot, snapshot.entries_of(w.device_id), w, recent[w.device_id], active
+            )
+        ]
         since = {e.id: w.start_ms for w in calm for e in snapshot.entries_of(w.device_id)}
         calm_devices = {w.device_id for w in calm}
         changing = await self.race.changing(conn, since)

@@ -220,13 +220,22 @@ class Race:
         )
 
     def ordinary(
-        self, snapshot: Snapshot, entries: list[EntryRef], window: Window, records: list[Position]
+        self,
+        snapshot: Snapshot,
+        entries: list[EntryRef],
+        window: Window,
+        records: list[Position],
+        active: dict[int, list[ActiveSpan]] | None = None,
     ) -> bool:
         """The in-order fast path of alerts, on the records alone: `records` (the window
         and a few seconds before it) hold the device's newest records and every new one
         is ordinary for every detector (moving, on a route, no panic, no gap, no jump,
         not a late upload). With no stored alert that can still change (`changing`),
-        no alert can open or change."""
+        no alert can open or change.
+
+        `active` (entry → its active spans, `active_spans`), when known: a slow fix off
+        every active span is ordinary too — a car queueing at its start or parked after
+        its finish cannot be a stopped car (`alerts.detect_stopped`)."""
         new = [p for p in records if window.start_ms <= p.ts_ms <= window.end_ms]
         before = [p for p in records if p.ts_ms < window.start_ms]
         if not new or not before:  # in order: checked with the timing (`in_order`)
@@ -235,9 +244,29 @@ class Race:
         routes = self.routes(snapshot)
         for entry in entries:
             rules = rules_of(snapshot, entry.event).alerts
-            if not _ordinary(before[-1], new, rules, routes, snapshot, entry, projection):
+            spans = None if active is None else active.get(entry.id, [])
+            if not _ordinary(before[-1], new, rules, routes, snapshot, entry, projection, spans):
                 return False
         return True
+
+    async def active_spans_of(
+        self, conn: DbConnection, snapshot: Snapshot, entries: Iterable[EntryRef]
+    ) -> dict[int, list[ActiveSpan]]:
+        """`active_spans` of many entries, from one read of their start, finish and zone
+        exit records."""
+        by_id = {e.id: e for e in entries}
+        if not by_id:
+            return {}
+        records = await store.of_entries(
+            conn,
+            "timing_records",
+            dict.fromkeys(by_id, (0, FOREVER_MS)),
+            _SPAN_AND_ZONE_KINDS,
+        )
+        now = self.clock()
+        return {
+            e: active_spans(snapshot, entry, records[e].values(), now) for e, entry in by_id.items()
+        }
 
     async def changing(self, conn: DbConnection, since: dict[int, int]) -> set[int]:
         """Entries (of `since`: entry → first changed ms) with a stored alert that
@@ -795,8 +824,10 @@ def _ordinary(
     snapshot: Snapshot,
     entry: EntryRef,
     projection: LocalProjection | None,
+    active: list[ActiveSpan] | None = None,
 ) -> bool:
-    """Whether these records, after `previous`, can start no alert of any kind."""
+    """Whether these records, after `previous`, can start no alert of any kind.
+    `active`: the entry's active spans if known (None: any fix may be on one)."""
     last, last_fix = previous, previous if previous.fix_valid else None
     route_stages = [
         s.id
@@ -812,7 +843,8 @@ def _ordinary(
         if alert_rules.panic_triggers(p, rules.panic):
             return False
         if p.fix_valid:
-            if p.speed is None or p.speed < rules.stopped.speed_below_kmh:
+            slow = p.speed is None or p.speed < rules.stopped.speed_below_kmh
+            if slow and (active is None or any(s.contains(p.ts_ms) for s in active)):
                 return False
             if last_fix is not None and projection is not None:
                 a = projection.to_xy(last_fix.longitude, last_fix.latitude)

@@ -102,20 +102,29 @@ async def of_entry(
 
 
 async def of_entries(
-    conn: DbConnection, collection: str, spans: dict[int, tuple[int, int]]
+    conn: DbConnection,
+    collection: str,
+    spans: dict[int, tuple[int, int]],
+    kinds: Sequence[str] | None = None,
 ) -> dict[int, dict[str, Output]]:
     """`of_entry` for many entries at once: entry → (lo_ms, hi_ms)."""
     entries = sorted(spans)
-    rows = await conn.fetch(
+    sql = (
         "SELECT o.collection, o.key, o.event, o.stage, o.entry, o.at_ms, o.data::text"
         " FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS w(e, lo, hi)"
         " JOIN telemetry.domain_outputs o ON o.collection = $1 AND o.entry = w.e"
-        " AND o.at_ms >= w.lo AND o.at_ms < w.hi",
+        " AND o.at_ms >= w.lo AND o.at_ms < w.hi"
+    )
+    args: list[Any] = [
         collection,
         entries,
         [spans[e][0] for e in entries],
         [spans[e][1] for e in entries],
-    )
+    ]
+    if kinds is not None:
+        sql += " AND o.data->>'kind' = ANY($5::text[])"
+        args.append(list(kinds))
+    rows = await conn.fetch(sql, *args)
     found: dict[int, dict[str, Output]] = {e: {} for e in entries}
     for key, o in _outputs(rows).items():
         found[o.entry or 0][key] = o
