@@ -56,7 +56,7 @@ import msgspec
 
 from processor.core.position import Position
 from processor.domain.config import Stage
-from processor.domain.projection import WGS84_A, WGS84_E2, XY, LocalProjection
+from processor.domain.projection import WGS84_A, WGS84_E2, XY, LocalProjection, LonLat
 from processor.domain.rules import (
     AlertRules,
     GpsJumpRule,
@@ -65,12 +65,11 @@ from processor.domain.rules import (
     SignalLostRule,
     StoppedRule,
 )
-from processor.domain.shapes import Box, BoxIndex
+from processor.domain.shapes import Box, BoxIndex, segment_box
 
 AlertKind = Literal["stopped", "signal_lost", "gps_jump", "off_route", "panic"]
 Severity = Literal["info", "warning", "critical"]
 Detail = int | float | bool | str | None | list[str]
-LonLat = tuple[float, float]
 
 # Also the order of alerts that start at the same time: the most urgent first.
 KINDS: tuple[AlertKind, ...] = ("panic", "stopped", "signal_lost", "off_route", "gps_jump")
@@ -251,7 +250,7 @@ class _Route:
         if len(points) == 1:
             points = [points[0], points[0]]
         self._segments = list(itertools.pairwise(points))
-        self._index = BoxIndex([_segment_box(a, b) for a, b in self._segments])
+        self._index = BoxIndex([segment_box(a, b) for a, b in self._segments])
 
     def distances(self, points: Sequence[XY], radius_m: float) -> list[float]:
         """Exact distances: a candidate at distance d ≤ r found by a box query of
@@ -279,10 +278,6 @@ class _Route:
                 else:
                     radius[i] = found[q]
         return best
-
-
-def _segment_box(a: XY, b: XY) -> Box:
-    return (min(a[0], b[0]), min(a[1], b[1]), max(a[0], b[0]), max(a[1], b[1]))
 
 
 def _segment_distance(p: XY, a: XY, b: XY) -> float:
@@ -648,7 +643,7 @@ def detect_gps_jumps(track: Track, rule: GpsJumpRule) -> list[AlertSpan]:
     found: list[AlertSpan] = []
     for a, b in itertools.pairwise(track.fixes):
         distance = _distance_m(a, b)
-        speed = _kmh(a, b)
+        speed = _kmh(a, b, distance)
         if distance < rule.min_distance_m or speed <= rule.max_speed_kmh:
             continue
         details: dict[str, Detail] = {
@@ -751,9 +746,12 @@ def _distance_m(a: Position, b: Position) -> float:
     return math.hypot(east, north)
 
 
-def _kmh(a: Position, b: Position) -> float:
-    """Implied speed from a to b (distinct timestamps: the track has one per ts)."""
-    return _distance_m(a, b) / ((b.ts_ms - a.ts_ms) / 1000.0) * 3.6
+def _kmh(a: Position, b: Position, distance_m: float | None = None) -> float:
+    """Implied speed from a to b (distinct timestamps: the track has one per ts);
+    `distance_m`: a to b, if the caller has it already."""
+    if distance_m is None:
+        distance_m = _distance_m(a, b)
+    return distance_m / ((b.ts_ms - a.ts_ms) / 1000.0) * 3.6
 
 
 def _record_order(p: Position) -> tuple[int, bool, bytes]:

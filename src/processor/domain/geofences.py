@@ -40,7 +40,7 @@ from processor.domain.config import (
 )
 from processor.domain.memo import Memo
 from processor.domain.projection import XY, LocalProjection, centred_on
-from processor.domain.shapes import Box, BoxIndex
+from processor.domain.shapes import Box, BoxIndex, segment_box
 
 Transition = Literal["cross", "entry", "exit", "closest"]
 GateDirection = Literal["forward", "reverse"]
@@ -151,7 +151,7 @@ def path_hits(
         else:
             hits += [SegmentHit(k, *h) for h in known]
     found: list[list[_Hit]] = [[] for _ in unseen]
-    boxes = [_segment_box(p0, p1) for _, (p0, p1, _) in unseen]
+    boxes = [segment_box(p0, p1) for _, (p0, p1, _) in unseen]
     for qi, si in index.candidates(boxes):
         p0, p1, after = unseen[qi][1]
         found[qi] += _hits(p0, p1, after, si, index.shapes[si])
@@ -324,7 +324,3 @@ def _box(shape: Shape) -> Box:
     xs = [p[0] for p in pts]
     ys = [p[1] for p in pts]
     return (min(xs), min(ys), max(xs), max(ys))
-
-
-def _segment_box(p0: XY, p1: XY) -> Box:
-    return (min(p0[0], p1[0]), min(p0[1], p1[1]), max(p0[0], p1[0]), max(p0[1], p1[1]))

@@ -18,6 +18,11 @@ XY = tuple[float, float]
 Box = tuple[float, float, float, float]  # min x, min y, max x, max y
 
 
+def segment_box(a: XY, b: XY) -> Box:
+    """The bounding box of a segment."""
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[0], b[0]), max(a[1], b[1]))
+
+
 def polygon_problem(rings: Sequence[Sequence[XY]], min_area: float) -> str | None:
     """Why a polygon (exterior ring, then holes, in metres) is unusable, or None."""
     polygon = shapely.Polygon(rings[0], rings[1:])

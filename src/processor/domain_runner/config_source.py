@@ -77,9 +77,9 @@ class ManualRows:
     stage_results: tuple[dict[str, Any], ...] = ()
     fingerprint: str = ""
 
-    @property
+    @cached_property
     def gates(self) -> frozenset[tuple[int, int, int]]:
-        """(stage, entry, geofence) decided by officials."""
+        """(stage, entry, geofence) decided by officials (asked once per crossing)."""
         return frozenset((r["stage"], r["entry"], r["geofence"]) for r in self.timing_records)
 
     def pairs(self) -> set[tuple[int, int]]:
@@ -88,8 +88,17 @@ class ManualRows:
         return {(r["stage"], r["entry"]) for r in rows}
 
     def of_pair(self, name: str, stage: int, entry: int) -> list[dict[str, Any]]:
-        rows: tuple[dict[str, Any], ...] = getattr(self, name)
-        return [r for r in rows if r["stage"] == stage and r["entry"] == entry]
+        return self._by_pair.get((name, stage, entry), [])
+
+    @cached_property
+    def _by_pair(self) -> dict[tuple[str, int, int], list[dict[str, Any]]]:
+        """The rows by (collection, stage, entry): settling a batch asks for thousands."""
+        found: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+        for name in ("timing_records", "penalties", "stage_results"):
+            rows: tuple[dict[str, Any], ...] = getattr(self, name)
+            for r in rows:
+                found.setdefault((name, r["stage"], r["entry"]), []).append(r)
+        return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 A device's lock serializes everything written for its entries (the runner's windows,
 the batch, the clock, `replay`/`recompute`); a stage's lock serializes its ranking and is
-always taken after a device's. All are transaction-scoped. Several devices are locked in
+always taken after a device's. All are transaction-scoped but the clock's, which one
+instance holds for a whole tick (several transactions). Several devices are locked in
 one statement, in device order, so two batches never wait on each other in a cycle.
 """
 
@@ -36,3 +37,15 @@ async def lock_devices(conn: DbConnection, device_ids: Iterable[str]) -> None:
 
 async def lock_stage(conn: DbConnection, stage_id: int) -> None:
     await conn.execute(_LOCK, f"domain:stage:{stage_id}")
+
+
+_CLOCK = "processor:domain:tick"
+
+
+async def try_lock_clock(conn: DbConnection) -> bool:
+    """The clock's session lock if free: one instance ticks at a time."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", _CLOCK))
+
+
+async def unlock_clock(conn: DbConnection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", _CLOCK)

@@ -32,6 +32,7 @@ from processor.domain.timing import (
 from processor.domain_runner import store
 from processor.domain_runner.config_source import ConfigSource, EntryRef, Snapshot
 from processor.domain_runner.fixes import first_received_after, read_many, read_range
+from processor.domain_runner.locks import try_lock_clock, unlock_clock
 from processor.domain_runner.notices import Window
 from processor.domain_runner.race import FOREVER_MS, Race, alert_lookback_ms
 from processor.domain_runner.store import Diff, Output
@@ -222,7 +223,7 @@ class DomainOutputs:
         plans: list[tuple[Window, EntryRef, tuple[int, int], list[Position]]] = []
         for n, w in enumerate(windows):
             quiet = self._quiet[w.device_id]
-            if quiet.all or not (quiet.ordered and quiet.alerts):
+            if quiet.timing or not quiet.alerts:  # nothing to time, or the full path
                 continue
             if n % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
@@ -308,8 +309,7 @@ class DomainOutputs:
     async def tick(self, conn: DbConnection) -> None:
         """The clock's part (race.py), by one instance at a time: results that time
         decides, signals lost, and the pairs whose officials' rows changed."""
-        key = "processor:domain:tick"
-        if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
+        if not await try_lock_clock(conn):
             return
         try:
             snapshot = await self.source.current(conn)
@@ -329,7 +329,7 @@ class DomainOutputs:
                             await self.race.rank(conn, snapshot, stage)
             await self.race.tick(conn, snapshot)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+            await unlock_clock(conn)
 
 
 def _only(fences: set[int]) -> Callable[[int, int], bool]:

@@ -427,7 +427,7 @@ class Race:
         old: dict[str, Output],
         remeasure: Remeasure | None,
     ) -> list[Output]:
-        counted = sorted(counting_records(records), key=lambda r: (r.crossed_at_ms, r.key))
+        counted = counting_records(records)  # in (crossed_at_ms, key) order
         fences = {g.id: g for g in snapshot.config.geofences_of(stage.id)}
         outputs: list[Output] = []
         for fence, entered, left in _zone_visits(counted, fences):

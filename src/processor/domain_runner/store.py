@@ -140,16 +140,6 @@ def merge(diffs: Iterable[Diff]) -> Diff:
     return merged
 
 
-async def of_stage(
-    conn: DbConnection, collection: str, stage: int, entry: int | None = None
-) -> dict[str, Output]:
-    """Outputs of a stage (of one entry on it, if given)."""
-    if entry is not None:
-        return (await of_pairs(conn, collection, [(stage, entry)]))[(stage, entry)]
-    rows = await conn.fetch(f"{_SELECT} WHERE collection = $1 AND stage = $2", collection, stage)
-    return _outputs(rows)
-
-
 Pair = tuple[int, int]  # (stage, entry)
 
 

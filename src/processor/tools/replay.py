@@ -298,9 +298,7 @@ async def _device(
                 touched |= {(o.stage, entry.id) for o, _ in d.changes() if o.stage is not None}
     # As the live stage does: the pairs whose timing changed are settled again.
     by_id = {e.id: e for e in entries}
-    race = Race()
-    for stage_id, entry_id in sorted(touched):
-        await race.settle(conn, snapshot, stage_id, by_id[entry_id])
+    await Race().settle_many(conn, snapshot, [(s, by_id[e], None) for s, e in sorted(touched)])
 
 
 async def _compare(

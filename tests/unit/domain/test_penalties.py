@@ -25,26 +25,12 @@ from processor.domain.penalties import (
     speed_penalty,
 )
 from processor.domain.rules import SpeedBand, SpeedPenaltyRule, WaypointPenaltyRule
-from tests.unit.domain.builders import DEVICE, T0, gate, lonlat, waypoint, zone
+from tests.unit.domain.builders import T0, fix, gate, waypoint, zone
 
 KMH = 3.6
 TABLE = SpeedPenaltyRule()  # tolerance 3 km/h, 3 s, bands 0/10/20/40 → 60/120/300/900 s
 FORMULA = SpeedPenaltyRule(style="formula")  # factor 10
 PROPERTY = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def position(ts_ms: int, x: float, speed_kmh: float | None, *, valid: bool = True) -> Position:
-    lon, lat = lonlat((x, 0.0))
-    return Position(
-        device_id=DEVICE,
-        ts_ms=ts_ms,
-        received_at_ms=ts_ms + 500,
-        latitude=lat,
-        longitude=lon,
-        fix_valid=valid,
-        stream_id=f"{ts_ms + 500}-0",
-        speed=speed_kmh,
-    )
 
 
 def track(speeds: Sequence[float], times_s: Sequence[float] | None = None) -> list[Position]:
@@ -55,7 +41,7 @@ def track(speeds: Sequence[float], times_s: Sequence[float] | None = None) -> li
     for i, (t, v) in enumerate(zip(times, speeds, strict=True)):
         if i:
             x += (speeds[i - 1] + v) / 2 / KMH * (t - times[i - 1])
-        fixes.append(position(T0 + round(t * 1000), x, v))
+        fixes.append(fix(t, (x, 0.0), v))
     return fixes
 
 
@@ -171,8 +157,8 @@ def test_only_the_bracketing_fixes_matter() -> None:
     base = measure(fixes[2:8], 2.5, 6.5)
     noisy = [
         *fixes,
-        position(ms(3.2), 0.0, 500.0, valid=False),  # invalid fixes are ignored
-        position(ms(30), 9999.0, None),  # far outside the passage
+        fix(3.2, (0.0, 0.0), 500.0, valid=False),  # invalid fixes are ignored
+        fix(30, (9999.0, 0.0), None),  # far outside the passage
     ]
     assert measure(noisy, 2.5, 6.5) == base
     assert measure(list(reversed(noisy)), 2.5, 6.5) == base

@@ -478,9 +478,7 @@ async def _realtime(
             # The clock of the samples starts with the feed (the producer generates its
             # first entries meanwhile, then sends each when due).
             late_s = time.time() - feed_start_ms / 1000
-            t0 = time.monotonic() - max(0.0, late_s)
-            if late_s < 0:
-                t0 -= late_s
+            t0 = time.monotonic() - late_s
 
             async def sample_every_second() -> None:
                 while True:
