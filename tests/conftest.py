@@ -13,12 +13,17 @@ import pytest
 import redis.asyncio as aioredis
 
 from processor.core.settings import Settings, load_settings
+from processor.storage import timescale
 from processor.storage.migrate import migrate
+from processor.storage.timescale import Extension
 
 ADMIN_URL = os.environ.get(
     "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Where the server under test listens: fault tests put their TCP proxies in front of it.
+ADMIN_HOST = urlsplit(ADMIN_URL).hostname or "127.0.0.1"
+ADMIN_PORT = urlsplit(ADMIN_URL).port or 5432
 DIRECTUS_FIXTURE = (
     Path(__file__).resolve().parents[1] / "src" / "processor" / "storage" / "directus_fixture.sql"
 )
@@ -57,11 +62,58 @@ def database_url() -> Iterator[str]:
         finally:
             await admin.close()
 
-    asyncio.run(create())
-    try:
+    try:  # a fixture that fails half-way still removes what it made
+        asyncio.run(create())
         yield url
     finally:
         asyncio.run(drop())
+
+
+def _server_extension() -> Extension:
+    import asyncio
+
+    async def read() -> Extension:
+        conn = await asyncpg.connect(ADMIN_URL)
+        try:
+            return await timescale.inspect(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture(scope="session")
+def server_extension() -> Extension:
+    """What the server under test says about TimescaleDB."""
+    return _server_extension()
+
+
+@pytest.fixture(scope="session")
+def server_mode(server_extension: Extension) -> str:
+    """The mode a fresh database gets on the server under test with the default settings."""
+    return "timescale" if server_extension.usable else "plain"
+
+
+@pytest.fixture
+def needs_timescale(server_extension: Extension) -> None:
+    """Skip (with the reason) unless the server under test has a usable TimescaleDB."""
+    if not server_extension.available:
+        pytest.skip(f"no timescaledb extension on the server under test ({ADMIN_URL})")
+    if not server_extension.preloaded:
+        pytest.skip("timescaledb is available on the server under test but not preloaded")
+
+
+@pytest.fixture
+async def scratch_url() -> AsyncIterator[str]:
+    """An empty database of its own for one test (not migrated), dropped afterwards."""
+    name = f"processor_scratch_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(ADMIN_URL, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture

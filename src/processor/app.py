@@ -24,30 +24,38 @@ from processor.domain_runner.runner import (
 from processor.observability.health import HealthProbe
 from processor.observability.http import HttpServer, build_app
 from processor.observability.metrics import Metrics
-from processor.observability.sampler import run_sampler
+from processor.observability.sampler import run_jobs_sampler, run_sampler
 from processor.pipeline.runner import Pipeline, cancel_and_wait
-from processor.storage.migrate import migrate
-from processor.storage.pool import create_pool
+from processor.storage.migrate import MigrationError, Mode, migrate
+from processor.storage.pool import close_pool_bounded, create_pool, single_connection
 from processor.storage.writer import PositionWriter
 from processor.stream.client import StreamClient, connect
 
 log = structlog.get_logger(__name__)
 
 
-async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | None:
-    """Connect (and migrate) with backoff: a database that is still starting is not fatal."""
+class DatabaseRefusedError(Exception):
+    """The database cannot be used as configured (a migration error): retrying cannot help."""
+
+
+async def open_pool(settings: Settings, stop: asyncio.Event) -> tuple[asyncpg.Pool, Mode] | None:
+    """Connect (and migrate) with backoff: a database that is still starting is not fatal.
+
+    A schema this release cannot migrate, or TimescaleDB required but unusable, is:
+    `DatabaseRefusedError`, with the one-line reason.
+    """
     backoff = Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000)
     while not stop.is_set():
         try:
-            conn = await asyncpg.connect(
-                settings.database_url.get_secret_value(), timeout=settings.db_connect_timeout_s
-            )
-            try:
+            async with single_connection(
+                settings.database_url.get_secret_value(), settings.db_connect_timeout_s
+            ) as conn:
                 report = await migrate(conn, settings)
-            finally:
-                await conn.close()
             log.info("schema_ready", mode=report.mode, applied=report.applied)
-            return await create_pool(settings)
+            return await create_pool(settings), report.mode
+        except MigrationError as exc:
+            log.error("database_refused", error=str(exc))
+            raise DatabaseRefusedError(str(exc)) from None
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             delay = backoff.next_delay()
             log.warning("database_unavailable", error=str(exc)[:300], retry_in_s=round(delay, 2))
@@ -110,10 +118,15 @@ async def run_processor(
         loop.add_signal_handler(sig, on_signal, sig.name)
 
     redis = connect(settings)
-    pool = await open_pool(settings, stop)
-    if pool is None:
+    try:
+        opened = await open_pool(settings, stop)
+    except DatabaseRefusedError:
+        await redis.aclose()
+        return 2
+    if opened is None:
         await redis.aclose()
         return 0
+    pool, mode = opened
     stream = StreamClient(redis, settings)
     pipeline = Pipeline(settings, stream, _writer(pool, metrics, settings), metrics)
     probe = HealthProbe(
@@ -129,6 +142,11 @@ async def run_processor(
         port = await server.start()
         log.info("http_listening", host=settings.http_host, port=port)
     sampler = asyncio.create_task(run_sampler(stream, pool, metrics))
+    samplers = [sampler]
+    if mode == "timescale" and settings.timescale_jobs_sample_s > 0:
+        samplers.append(
+            asyncio.create_task(run_jobs_sampler(pool, metrics, settings.timescale_jobs_sample_s))
+        )
     domain_task = asyncio.create_task(domain.run(), name="domain") if domain else None
     log.info(
         "processor_started",
@@ -150,11 +168,10 @@ async def run_processor(
             # Draining has no deadline (SIGTERM still stops it); stopping has the shutdown's.
             timeout = None if domain.draining else settings.shutdown_timeout_s
             await _finish_domain(domain_task, timeout)
-        await cancel_and_wait([sampler])  # a single cancel() can be lost on Python 3.11
+        await cancel_and_wait(samplers)  # a single cancel() can be lost on Python 3.11
         if server is not None:
             await server.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(pool.close(), 5)
+        await close_pool_bounded(pool)
         await redis.aclose()
     log.info("processor_stopped", clean=clean)
     return 0 if clean else 1
@@ -292,8 +309,7 @@ class DomainStage:
                     await cancel_and_wait([ticking])
         finally:
             if own_pool and pool is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pool.close(), 5)
+                await close_pool_bounded(pool)
             await redis.aclose()
 
     async def _ticks(self, handler: TickingHandler, pool: asyncpg.Pool) -> None:
@@ -350,9 +366,13 @@ async def run_domain_stage(settings: Settings, *, until_idle: bool = False) -> i
     pool_settings = settings.model_copy(
         update={"db_pool_size": max(settings.db_pool_size, settings.domain_concurrency + 1)}
     )
-    pool = await open_pool(pool_settings, stop)
-    if pool is None:
+    try:
+        opened = await open_pool(pool_settings, stop)
+    except DatabaseRefusedError:
+        return 2
+    if opened is None:
         return 0
+    pool, _ = opened
     stage = DomainStage(settings, metrics, pool=pool)
     redis = connect(stage.settings)
     probe = HealthProbe(
@@ -394,8 +414,7 @@ async def run_domain_stage(settings: Settings, *, until_idle: bool = False) -> i
             await cancel_and_wait([sampler])
         if server is not None:
             await server.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(pool.close(), 5)
+        await close_pool_bounded(pool)
         await redis.aclose()
     failures = metrics.registry.get_sample_value("processor_domain_failures_total") or 0.0
     log.info("domain_stage_stopped", failed_batches=int(failures), crashed=stage.crashed)

@@ -243,8 +243,9 @@ def migrate(
     """Apply the telemetry schema migrations (safe to run concurrently)."""
     import asyncpg
 
-    from processor.storage.migrate import ensure_database
+    from processor.storage.migrate import MigrationError, ensure_database
     from processor.storage.migrate import migrate as do_migrate
+    from processor.storage.pool import single_connection
 
     settings = _settings()
     url = settings.database_url.get_secret_value()
@@ -256,19 +257,27 @@ def migrate(
             admin = urlunsplit(parts._replace(path="/postgres"))
             if await ensure_database(admin, database):
                 console.print(f"created database [bold]{database}[/]")
-        conn = await asyncpg.connect(url)
-        try:
+        async with single_connection(url, settings.db_connect_timeout_s) as conn:
             report = await do_migrate(conn, settings)
-        finally:
-            await conn.close()
         console.print(f"mode: [bold]{report.mode}[/]")
         for label in report.applied:
             console.print(f"  applied  {label}")
         for label in report.skipped:
             console.print(f"  skipped  {label} (not for {report.mode})")
         console.print(f"  {len(report.already)} already applied")
+        for change in report.policies:
+            console.print(
+                f"  policy   {change.line()}", markup=False, highlight=False, soft_wrap=True
+            )
 
-    _run(go())
+    try:
+        _run(go())
+    except MigrationError as exc:
+        typer.echo(f"migrate failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        typer.echo(f"migrate failed: {type(exc).__name__}: {exc}".splitlines()[0], err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

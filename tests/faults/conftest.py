@@ -85,11 +85,13 @@ def spawn(request: pytest.FixtureRequest) -> Iterator[Spawner]:
 
 
 @pytest.fixture
-def make_proxy() -> Iterator[Callable[[int], TcpProxy]]:
+def make_proxy() -> Iterator[Callable[..., TcpProxy]]:
+    """A proxy in front of host:port; `make_proxy(ADMIN_PORT, ADMIN_HOST)` for the database
+    server under test (whichever server TEST_DATABASE_ADMIN_URL names)."""
     proxies: list[TcpProxy] = []
 
-    def make(port: int) -> TcpProxy:
-        proxy = TcpProxy(port, name=f"proxy-{port}").start()
+    def make(port: int, host: str = "127.0.0.1") -> TcpProxy:
+        proxy = TcpProxy(port, host, name=f"proxy-{port}").start()
         proxies.append(proxy)
         return proxy
 

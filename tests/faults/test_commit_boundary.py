@@ -90,7 +90,7 @@ def test_kill_9_after_commit_before_xack_counts_duplicates(
     sync_db: Db,
     spawn: Spawner,
     table_lock: TableLock,
-    make_proxy: Callable[[int], TcpProxy],
+    make_proxy: Callable[..., TcpProxy],
     record: Callable[..., None],
     restart: str,
 ) -> None:

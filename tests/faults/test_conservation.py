@@ -29,7 +29,7 @@ from processor.core.settings import Settings
 from processor.tools.simulator.event import load_event
 from processor.tools.simulator.faults import FaultConfig
 from processor.tools.simulator.generator import GeneratorConfig, Simulation
-from tests.conftest import REDIS_URL
+from tests.conftest import ADMIN_HOST, ADMIN_PORT, REDIS_URL
 from tests.faults.harness import (
     Db,
     Item,
@@ -247,7 +247,7 @@ def test_conservation_under_random_faults(
     sync_redis: redis.Redis,
     sync_db: Db,
     spawn: Spawner,
-    make_proxy: Callable[[int], TcpProxy],
+    make_proxy: Callable[..., TcpProxy],
     table_lock: TableLock,
     record: Callable[..., None],
 ) -> None:
@@ -258,7 +258,7 @@ def test_conservation_under_random_faults(
         settings,
         spawn,
         make_proxy(redis_port(REDIS_URL)),
-        make_proxy(5432),
+        make_proxy(ADMIN_PORT, ADMIN_HOST),
         table_lock,
         database_url,
     )

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from processor.core.settings import Settings
-from tests.conftest import REDIS_URL
+from tests.conftest import ADMIN_HOST, ADMIN_PORT, REDIS_URL
 from tests.entries import bad_entry
 from tests.faults.harness import (
     Db,
@@ -72,10 +72,10 @@ def test_database_outage_under_load_pauses_and_recovers(
     sync_redis: redis.Redis,
     sync_db: Db,
     spawn: Spawner,
-    make_proxy: Callable[[int], TcpProxy],
+    make_proxy: Callable[..., TcpProxy],
     record: Callable[..., None],
 ) -> None:
-    pg = make_proxy(5432)
+    pg = make_proxy(ADMIN_PORT, ADMIN_HOST)
     proc = spawn(fast, "worker-1", database_url=_via_proxy(database_url, pg))
     assert proc.wait_event("processor_started"), proc.tail()
     ledger = Ledger()
@@ -145,13 +145,13 @@ def test_instance_killed_during_outage_does_not_dead_letter_its_entries(
     sync_redis: redis.Redis,
     sync_db: Db,
     spawn: Spawner,
-    make_proxy: Callable[[int], TcpProxy],
+    make_proxy: Callable[..., TcpProxy],
     record: Callable[..., None],
 ) -> None:
     """A transient outage longer than max_deliveries x claim timeout, then a crash: the
     entries the instance held were delivered once, not once per claim round."""
     settings = fast.model_copy(update={"max_deliveries": 3})
-    pg = make_proxy(5432)
+    pg = make_proxy(ADMIN_PORT, ADMIN_HOST)
     url = _via_proxy(database_url, pg)
     first = spawn(settings, "worker-1", database_url=url)
     assert first.wait_event("processor_started"), first.tail()
@@ -181,10 +181,10 @@ def test_connection_reset_during_commit(
     sync_redis: redis.Redis,
     sync_db: Db,
     spawn: Spawner,
-    make_proxy: Callable[[int], TcpProxy],
+    make_proxy: Callable[..., TcpProxy],
     record: Callable[..., None],
 ) -> None:
-    pg = make_proxy(5432)
+    pg = make_proxy(ADMIN_PORT, ADMIN_HOST)
     proc = spawn(fast, "worker-1", database_url=_via_proxy(database_url, pg))
     assert proc.wait_event("processor_started"), proc.tail()
     # Three COMMITs reach the server and their replies are lost; three never arrive.

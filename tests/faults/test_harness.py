@@ -56,7 +56,7 @@ def test_checker_reports_every_kind_of_breach(
 
 
 def test_proxy_pauses_cuts_refuses_and_loses_replies(
-    make_proxy: Callable[[int], TcpProxy], stream_prefix: str
+    make_proxy: Callable[..., TcpProxy], stream_prefix: str
 ) -> None:
     proxy = make_proxy(redis_port(REDIS_URL))
     direct = redis.Redis.from_url(REDIS_URL)

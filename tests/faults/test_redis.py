@@ -154,7 +154,7 @@ def test_connection_dropped_during_blocking_read(
     sync_redis: redis.Redis,
     sync_db: Db,
     spawn: Spawner,
-    make_proxy: Callable[[int], TcpProxy],
+    make_proxy: Callable[..., TcpProxy],
     record: Callable[..., None],
 ) -> None:
     proxy = make_proxy(redis_port(REDIS_URL))
@@ -188,7 +188,7 @@ def test_connection_dropped_during_xack(
     sync_redis: redis.Redis,
     sync_db: Db,
     spawn: Spawner,
-    make_proxy: Callable[[int], TcpProxy],
+    make_proxy: Callable[..., TcpProxy],
     record: Callable[..., None],
 ) -> None:
     proxy = make_proxy(redis_port(REDIS_URL))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -12,21 +10,8 @@ import pytest
 from processor.core.settings import load_settings
 from processor.storage import migrate as migrate_module
 from processor.storage.migrate import Migration, MigrationError, migrate
-from tests.conftest import ADMIN_URL, _with_database
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def scratch_url() -> AsyncIterator[str]:
-    name = f"processor_mig_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(ADMIN_URL, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _migrate(url: str) -> migrate_module.MigrationReport:
@@ -37,11 +22,14 @@ async def _migrate(url: str) -> migrate_module.MigrationReport:
         await conn.close()
 
 
-async def test_first_run_applies_then_nothing_to_do(scratch_url: str) -> None:
+async def test_first_run_applies_then_nothing_to_do(scratch_url: str, server_mode: str) -> None:
     first = await _migrate(scratch_url)
-    assert first.mode == "plain"  # no TimescaleDB on development machines
+    assert first.mode == server_mode
     assert "0001_positions" in first.applied
-    assert "0002_positions_hypertable" in first.skipped
+    only_other = (
+        "0003_position_time_index" if server_mode == "timescale" else "0002_positions_hypertable"
+    )
+    assert only_other in first.skipped
     second = await _migrate(scratch_url)
     assert second.applied == []
     assert second.skipped == []
@@ -49,7 +37,7 @@ async def test_first_run_applies_then_nothing_to_do(scratch_url: str) -> None:
     conn = await asyncpg.connect(scratch_url)
     try:
         modes = await conn.fetch("SELECT DISTINCT mode FROM telemetry.schema_migrations")
-        assert [r["mode"] for r in modes] == ["plain"]
+        assert [r["mode"] for r in modes] == [server_mode]
         assert await conn.fetchval("SELECT to_regclass('telemetry.positions') IS NOT NULL")
     finally:
         await conn.close()

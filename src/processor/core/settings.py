@@ -83,9 +83,12 @@ class Settings(BaseSettings):
     retry_initial_ms: PositiveInt = 100
     retry_max_ms: PositiveInt = 10_000
 
+    database_mode: Literal["auto", "timescale", "plain"] = "auto"
     timescale_chunk_interval: str = "1 day"
     timescale_compress_after: str = "7 days"
     timescale_retention: str = ""
+    timescale_own_policies: bool = False
+    timescale_jobs_sample_s: Annotated[float, Field(ge=0)] = 60.0
 
     shutdown_timeout_s: PositiveInt = 20
     http_enabled: bool = True

@@ -171,3 +171,34 @@ class Metrics:
             "Unix time of the last committed batch.",
             registry=r,
         )
+        job = ["job_id", "proc", "hypertable"]
+        self.timescale_job_last_run_ok = Gauge(
+            "processor_timescaledb_job_last_run_ok",
+            "TimescaleDB jobs on the processor's hypertables: 1 if the last run succeeded,"
+            " 0 if it failed (absent until the first run).",
+            job,
+            registry=r,
+        )
+        self.timescale_job_failures = Gauge(
+            "processor_timescaledb_job_failures",
+            "TimescaleDB job runs that failed, as job_stats counts them (since the job was made).",
+            job,
+            registry=r,
+        )
+        self.timescale_job_runs = Gauge(
+            "processor_timescaledb_job_runs",
+            "TimescaleDB job runs, as job_stats counts them (since the job was made).",
+            job,
+            registry=r,
+        )
+        self.timescale_job_success_age = Gauge(
+            "processor_timescaledb_job_last_success_age_seconds",
+            "Seconds since the job's last successful run (absent until it first succeeds).",
+            job,
+            registry=r,
+        )
+        self.timescale_jobs_sampled = Gauge(
+            "processor_timescaledb_jobs_sample_timestamp_seconds",
+            "Unix time the TimescaleDB job statistics were last read.",
+            registry=r,
+        )

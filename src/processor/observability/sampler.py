@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import asyncpg
 import structlog
 from redis.exceptions import RedisError
 
 from processor.observability.metrics import Metrics
+from processor.storage import timescale
 from processor.stream.client import StreamClient
 
 log = structlog.get_logger(__name__)
@@ -49,4 +51,38 @@ async def run_sampler(
     while True:
         with contextlib.suppress(RedisError, OSError):
             await sample_once(stream, pool, metrics)
+        await asyncio.sleep(interval_s)
+
+
+async def sample_jobs_once(pool: asyncpg.Pool, metrics: Metrics) -> int:
+    """TimescaleDB's job statistics (compression, retention) as gauges; jobs seen."""
+    async with pool.acquire() as conn:
+        stats = await timescale.job_stats(conn)
+    gauges = (
+        metrics.timescale_job_last_run_ok,
+        metrics.timescale_job_failures,
+        metrics.timescale_job_runs,
+        metrics.timescale_job_success_age,
+    )
+    for gauge in gauges:  # a removed job must not linger as a stale series
+        gauge.clear()
+    for stat in stats:
+        labels = (str(stat.job_id), stat.proc, stat.hypertable)
+        if stat.last_run_ok is not None:
+            metrics.timescale_job_last_run_ok.labels(*labels).set(1 if stat.last_run_ok else 0)
+        metrics.timescale_job_failures.labels(*labels).set(stat.total_failures)
+        metrics.timescale_job_runs.labels(*labels).set(stat.total_runs)
+        if stat.last_success_age_s is not None:
+            metrics.timescale_job_success_age.labels(*labels).set(stat.last_success_age_s)
+    metrics.timescale_jobs_sampled.set(time.time())
+    return len(stats)
+
+
+async def run_jobs_sampler(pool: asyncpg.Pool, metrics: Metrics, interval_s: float) -> None:
+    """`sample_jobs_once` every `interval_s`; a failed read is logged, never fatal."""
+    while True:
+        try:
+            await sample_jobs_once(pool, metrics)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            log.warning("timescale_jobs_unreadable", error=str(exc)[:300])
         await asyncio.sleep(interval_s)

@@ -16,6 +16,8 @@ import asyncpg
 import structlog
 
 from processor.core.settings import Settings
+from processor.storage import timescale
+from processor.storage.pool import single_connection
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +51,7 @@ class MigrationReport:
     applied: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
+    policies: list[timescale.PolicyChange] = field(default_factory=list)
 
 
 def load_migrations() -> list[Migration]:
@@ -73,21 +76,74 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-async def detect_mode(conn: asyncpg.Connection) -> Mode:
-    """TimescaleDB when the extension is installed, or available and creatable here."""
-    installed = await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
-    if installed:
-        return "timescale"
-    available = await conn.fetchval(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    )
-    if not available:
-        return "plain"
+@dataclass(frozen=True)
+class ModeDecision:
+    """The mode to use, and whether the extension must be created first to get it."""
+
+    mode: Mode
+    create_extension: bool = False
+    warning: str | None = None  # a log event name: the fallback to plain and why
+
+
+def decide_mode(
+    wanted: Literal["auto", "timescale", "plain"],
+    ledger_mode: Mode | None,
+    ext: timescale.Extension,
+) -> ModeDecision:
+    """The database's mode: fixed by its first migration, chosen then from the settings
+    (`PROCESSOR_DATABASE_MODE`) and what the server has. Raises `MigrationError`.
+
+    A database migrated in one mode stays in it: positions are not converted to or from a
+    hypertable as a side effect of a start (docs/operations.md says how to convert).
+    """
+    if ledger_mode is not None:
+        if wanted not in ("auto", ledger_mode):
+            raise MigrationError(
+                f"PROCESSOR_DATABASE_MODE={wanted} but this database was migrated in"
+                f" {ledger_mode} mode; converting it is a manual operation (docs/operations.md)"
+            )
+        if ledger_mode == "timescale" and not (ext.installed and ext.preloaded):
+            gone = timescale.NOT_PRELOADED if ext.installed else "the timescaledb extension is gone"
+            raise MigrationError(f"this database was migrated in timescale mode but {gone}")
+        return ModeDecision(ledger_mode)
+    if wanted == "plain":
+        return ModeDecision("plain")
+    if ext.installed and ext.preloaded:
+        return ModeDecision("timescale")
+    if not ext.available:
+        if wanted == "timescale":
+            raise MigrationError(
+                "PROCESSOR_DATABASE_MODE=timescale but the server has no timescaledb extension"
+            )
+        return ModeDecision("plain")
+    if not ext.preloaded:
+        if wanted == "timescale":
+            raise MigrationError(timescale.NOT_PRELOADED)
+        return ModeDecision("plain", warning="timescaledb_not_preloaded")
+    return ModeDecision("timescale", create_extension=True)
+
+
+async def choose_mode(
+    conn: asyncpg.Connection, settings: Settings, ledger_mode: Mode | None
+) -> Mode:
+    """`decide_mode` on what the server says, creating the extension when that is the way."""
+    wanted = settings.database_mode
+    ext = await timescale.inspect(conn)
+    decision = decide_mode(wanted, ledger_mode, ext)
+    if decision.warning is not None:
+        log.warning(decision.warning, mode=decision.mode, hint=timescale.NOT_PRELOADED)
+    if ledger_mode == "plain" and ext.usable:
+        log.info("timescaledb_not_used", reason="this database was migrated in plain mode")
+    if not decision.create_extension:
+        return decision.mode
     try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        version = await timescale.create_extension(conn)
     except asyncpg.PostgresError as exc:
-        log.warning("timescaledb_unavailable", error=str(exc))
+        if wanted == "timescale":
+            raise MigrationError(f"cannot create the timescaledb extension: {exc}") from None
+        log.warning("timescaledb_unavailable", mode="plain", error=str(exc))
         return "plain"
+    log.info("timescaledb_created", version=version)
     return "timescale"
 
 
@@ -97,7 +153,8 @@ async def migrate(conn: asyncpg.Connection, settings: Settings) -> MigrationRepo
     try:
         return await _migrate_locked(conn, settings)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        if not conn.is_closed():
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
 
 
 async def _migrate_locked(conn: asyncpg.Connection, settings: Settings) -> MigrationReport:
@@ -114,12 +171,13 @@ async def _migrate_locked(conn: asyncpg.Connection, settings: Settings) -> Migra
             applied_at timestamptz NOT NULL DEFAULT now()
         )"""
     )
-    mode = await detect_mode(conn)
+    rows = await conn.fetch(
+        f"SELECT version, checksum, mode FROM {SCHEMA}.schema_migrations ORDER BY version"
+    )
+    ledger = {row["version"]: row for row in rows}
+    ledger_mode: Mode | None = rows[0]["mode"] if rows else None
+    mode = await choose_mode(conn, settings, ledger_mode)
     report = MigrationReport(mode=mode)
-    ledger = {
-        row["version"]: row
-        for row in await conn.fetch(f"SELECT version, checksum FROM {SCHEMA}.schema_migrations")
-    }
     for migration in load_migrations():
         label = f"{migration.version:04d}_{migration.name}"
         if migration.version in ledger:
@@ -130,7 +188,8 @@ async def _migrate_locked(conn: asyncpg.Connection, settings: Settings) -> Migra
         runs = migration.variant is None or migration.variant == mode
         async with conn.transaction():
             if runs:
-                await conn.execute(_render(migration.sql, settings))
+                for statement in _render(migration.sql, settings):
+                    await conn.execute(statement)
             await conn.execute(
                 f"INSERT INTO {SCHEMA}.schema_migrations (version, name, checksum, mode, status)"
                 " VALUES ($1, $2, $3, $4, $5)",
@@ -143,54 +202,52 @@ async def _migrate_locked(conn: asyncpg.Connection, settings: Settings) -> Migra
         (report.applied if runs else report.skipped).append(label)
         log.info("migration_applied" if runs else "migration_skipped", migration=label, mode=mode)
     if mode == "timescale":
-        await apply_timescale_policies(conn, settings)
+        try:
+            report.policies = await timescale.reconcile_policies(conn, settings)
+        except timescale.TimescaleError as exc:
+            raise MigrationError(str(exc)) from None
     return report
 
 
-def _render(sql: str, settings: Settings) -> str:
-    """Fill the only placeholder migrations may use, as a quoted SQL literal."""
+def _render(sql: str, settings: Settings) -> list[str]:
+    """The file's statements, with the only placeholder migrations may use filled in as a
+    quoted SQL literal.
+
+    One statement at a time: some engines refuse several commands in one message on
+    their tables, and an error then names the statement that failed.
+    """
     literal = "'" + settings.timescale_chunk_interval.replace("'", "''") + "'"
-    return sql.replace(":chunk_interval", literal)
+    return split_statements(sql.replace(":chunk_interval", literal))
 
 
-async def apply_timescale_policies(conn: asyncpg.Connection, settings: Settings) -> None:
-    """Compression and retention policies follow the settings on every migrate."""
-    table = f"{SCHEMA}.positions"
-    is_hypertable = await conn.fetchval(
-        "SELECT 1 FROM timescaledb_information.hypertables"
-        " WHERE hypertable_schema = $1 AND hypertable_name = 'positions'",
-        SCHEMA,
-    )
-    if not is_hypertable:
-        # Migrated in plain mode before TimescaleDB was installed: converting a large
-        # table is an operator's decision (docs/operations.md), not a start-up side effect.
-        log.warning("positions_not_a_hypertable", hint="see docs/operations.md, TimescaleDB")
-        return
-    await conn.execute("SELECT remove_compression_policy($1::regclass, if_exists => TRUE)", table)
-    if settings.timescale_compress_after:
-        await conn.execute(
-            "SELECT add_compression_policy($1::regclass, CAST($2 AS interval))",
-            table,
-            settings.timescale_compress_after,
-        )
-    await conn.execute("SELECT remove_retention_policy($1::regclass, if_exists => TRUE)", table)
-    if settings.timescale_retention:
-        await conn.execute(
-            "SELECT add_retention_policy($1::regclass, CAST($2 AS interval))",
-            table,
-            settings.timescale_retention,
-        )
+def split_statements(sql: str) -> list[str]:
+    """Statements of a migration file, split on `;` at line ends outside comments.
+
+    Migration files are ours and simple (no functions with bodies, no `;` inside
+    literals), so a line-based split is exact for them; a test checks every shipped file.
+    """
+    statements: list[str] = []
+    current: list[str] = []
+    for line in sql.splitlines():
+        code = line.split("--", 1)[0].rstrip()
+        if not code and not current:
+            continue
+        current.append(line)
+        if code.endswith(";"):
+            statements.append("\n".join(current).strip())
+            current = []
+    tail = "\n".join(current).strip()
+    if tail and any(part.split("--", 1)[0].strip() for part in current):
+        statements.append(tail)
+    return statements
 
 
 async def ensure_database(admin_dsn: str, database: str) -> bool:
     """Create the database if it is missing (development convenience); True if created."""
-    conn = await asyncpg.connect(admin_dsn)
-    try:
+    async with single_connection(admin_dsn, timeout_s=10) as conn:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if exists:
             return False
         quoted = '"' + database.replace('"', '""') + '"'
         await conn.execute(f"CREATE DATABASE {quoted}")
         return True
-    finally:
-        await conn.close()

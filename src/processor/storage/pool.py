@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -65,3 +68,34 @@ async def create_pool(settings: Settings, *, prepare_stage: bool = True) -> asyn
     )
     assert pool is not None
     return pool
+
+
+# A graceful close waits for the server's answer; a server that vanished without a FIN
+# (a cut link, a dead proxy) never answers, so every close here has this deadline.
+CLOSE_TIMEOUT_S = 5.0
+
+
+async def close_bounded(conn: asyncpg.Connection, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Close gracefully, or abort the socket past the deadline; never raises."""
+    with contextlib.suppress(Exception):
+        await conn.close(timeout=timeout_s)  # asyncpg aborts the connection on timeout
+    if not conn.is_closed():
+        conn.terminate()
+
+
+async def close_pool_bounded(pool: asyncpg.Pool, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Close the pool gracefully, or terminate its connections past the deadline."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except Exception:
+        pool.terminate()
+
+
+@contextlib.asynccontextmanager
+async def single_connection(dsn: str, timeout_s: float) -> AsyncIterator[asyncpg.Connection]:
+    """One connection (connect with a deadline, close with a deadline): migrate, tools."""
+    conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    try:
+        yield conn
+    finally:
+        await close_bounded(conn)
