@@ -95,16 +95,26 @@ def decide_mode(
 
     A database migrated in one mode stays in it: positions are not converted to or from a
     hypertable as a side effect of a start (docs/operations.md says how to convert).
+    An extension installed in the database but not preloaded is refused in any mode: its
+    event triggers would end the session at the first DDL statement.
     """
+    if ext.installed and not ext.preloaded:
+        where = (
+            "this database was migrated in timescale mode but"
+            if ledger_mode == "timescale"
+            else "the timescaledb extension is installed in this database but"
+        )
+        raise MigrationError(f"{where} {timescale.FIX_PRELOAD}")
     if ledger_mode is not None:
         if wanted not in ("auto", ledger_mode):
             raise MigrationError(
                 f"PROCESSOR_DATABASE_MODE={wanted} but this database was migrated in"
                 f" {ledger_mode} mode; converting it is a manual operation (docs/operations.md)"
             )
-        if ledger_mode == "timescale" and not (ext.installed and ext.preloaded):
-            gone = timescale.NOT_PRELOADED if ext.installed else "the timescaledb extension is gone"
-            raise MigrationError(f"this database was migrated in timescale mode but {gone}")
+        if ledger_mode == "timescale" and not ext.installed:
+            raise MigrationError(
+                "this database was migrated in timescale mode but the timescaledb extension is gone"
+            )
         return ModeDecision(ledger_mode)
     if wanted == "plain":
         return ModeDecision("plain")
@@ -158,6 +168,21 @@ async def migrate(conn: asyncpg.Connection, settings: Settings) -> MigrationRepo
 
 
 async def _migrate_locked(conn: asyncpg.Connection, settings: Settings) -> MigrationReport:
+    # Read-only first: the mode is decided before any DDL, since DDL in a database whose
+    # TimescaleDB is not preloaded ends the session (its event triggers load the library).
+    ledger_exists = await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL", f"{SCHEMA}.schema_migrations"
+    )
+    rows = (
+        await conn.fetch(
+            f"SELECT version, checksum, mode FROM {SCHEMA}.schema_migrations ORDER BY version"
+        )
+        if ledger_exists
+        else []
+    )
+    ledger = {row["version"]: row for row in rows}
+    ledger_mode: Mode | None = rows[0]["mode"] if rows else None
+    mode = await choose_mode(conn, settings, ledger_mode)
     has_schema = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", SCHEMA)
     if not has_schema:
         await conn.execute(f"CREATE SCHEMA {SCHEMA}")
@@ -171,12 +196,6 @@ async def _migrate_locked(conn: asyncpg.Connection, settings: Settings) -> Migra
             applied_at timestamptz NOT NULL DEFAULT now()
         )"""
     )
-    rows = await conn.fetch(
-        f"SELECT version, checksum, mode FROM {SCHEMA}.schema_migrations ORDER BY version"
-    )
-    ledger = {row["version"]: row for row in rows}
-    ledger_mode: Mode | None = rows[0]["mode"] if rows else None
-    mode = await choose_mode(conn, settings, ledger_mode)
     report = MigrationReport(mode=mode)
     for migration in load_migrations():
         label = f"{migration.version:04d}_{migration.name}"

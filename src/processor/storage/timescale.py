@@ -54,10 +54,11 @@ class Extension:
         return self.available and self.preloaded
 
 
-NOT_PRELOADED = (
-    "the timescaledb extension is available but not preloaded: add timescaledb to"
-    " shared_preload_libraries in postgresql.conf and restart the server"
+FIX_PRELOAD = (
+    "not preloaded: add timescaledb to shared_preload_libraries in postgresql.conf"
+    " and restart the server"
 )
+NOT_PRELOADED = f"the timescaledb extension is available but {FIX_PRELOAD}"
 
 
 async def inspect(conn: DbConnection) -> Extension:
