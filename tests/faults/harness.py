@@ -264,6 +264,7 @@ class _Trigger:
     times: int
     delay_s: float
     fired: int = 0
+    stall: bool = False  # swallow the chunk and hold the link open: a peer gone without a FIN
 
 
 @dataclass(eq=False)
@@ -271,6 +272,7 @@ class _Link:
     client: asyncio.StreamWriter
     server: asyncio.StreamWriter
     dead: bool = False
+    stalled: bool = False
     hold_down: bool = False
 
 
@@ -284,6 +286,9 @@ class TcpProxy:
     - `cut_on(pattern, forward=...)`: when a client→server chunk contains `pattern`, either
       drop it and reset the link (the server never sees the command) or forward it, keep
       the reply from the client, and reset the link (the command ran, its reply is lost).
+    - `stall_on(pattern)`: when a client→server chunk contains `pattern`, swallow it and
+      keep the link open with nothing flowing and no FIN or RST, as a server whose host
+      vanished looks to the client.
     """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1", name: str = "proxy"):
@@ -325,6 +330,9 @@ class TcpProxy:
         self, pattern: bytes, *, forward: bool, times: int = 1, delay_s: float = 0.1
     ) -> None:
         self._call(self._add_trigger(_Trigger(pattern, forward, times, delay_s)))
+
+    def stall_on(self, pattern: bytes) -> None:
+        self._call(self._add_trigger(_Trigger(pattern, False, 1, 0.0, stall=True)))
 
     def fired(self) -> int:
         """How many triggers fired so far."""
@@ -460,6 +468,10 @@ class TcpProxy:
                 if link.dead:
                     return
                 trigger = self._match(data) if direction == "up" else None
+                if trigger is not None and trigger.stall:
+                    link.stalled = True
+                    await self._until_flowing(link, direction)  # held until the proxy closes
+                    return
                 if trigger is not None and not trigger.forward:
                     self._kill(link)
                     return
@@ -475,7 +487,11 @@ class TcpProxy:
     async def _until_flowing(self, link: _Link, direction: str) -> None:
         """Polls: paused, held (a reply to lose) or cut, whichever ends first."""
         while True:
-            held = not self._flow[direction] or (direction == "down" and link.hold_down)
+            held = (
+                not self._flow[direction]
+                or (direction == "down" and link.hold_down)
+                or link.stalled
+            )
             if link.dead or not held:
                 return
             await asyncio.sleep(0.01)

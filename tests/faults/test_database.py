@@ -256,3 +256,41 @@ def test_row_level_error_dead_letters_only_that_entry(
     finally:
         sync_db.execute("ALTER TABLE telemetry.positions DROP CONSTRAINT IF EXISTS fault_poison")
     record(**outcome.summary())
+
+
+# PostgreSQL's Terminate message: what a client sends when it closes a connection.
+TERMINATE = b"X\x00\x00\x00\x04"
+
+
+@pytest.mark.timeout(90)
+def test_migrate_exits_when_the_server_vanishes_before_the_close(
+    database_url: str, make_proxy: Callable[..., TcpProxy]
+) -> None:
+    """The server goes silent (no FIN, no RST) as the command closes its connection:
+    `processor migrate` still exits, within its bounded close."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from processor.storage.pool import CLOSE_TIMEOUT_S
+
+    pg = make_proxy(ADMIN_PORT, ADMIN_HOST)
+    pg.stall_on(TERMINATE)
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("processor")), "migrate"],
+        env={
+            **os.environ,
+            "PROCESSOR_DATABASE_URL": _via_proxy(database_url, pg),
+            "PROCESSOR_LOG_FORMAT": "json",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert "already applied" in done.stdout
+    assert pg.fired() == 1  # the close really met a silent server
+    assert took < CLOSE_TIMEOUT_S + 20, took
