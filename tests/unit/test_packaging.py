@@ -283,6 +283,8 @@ def test_alerts_cover_the_operational_risks() -> None:
         "processor_trimmed_pending_total",
         "processor_dlq_length",
         "processor_state_evictions_total",
+        "processor_timescaledb_job_last_run_ok",
+        "processor_timescaledb_job_last_success_age_seconds",
     ):
         assert metric in joined, metric
     assert "up{" in joined
@@ -861,6 +863,75 @@ def test_promtool_alerts_fire_when_they_should(tmp_path: Path) -> None:
                 _alert("ProcessorPendingGrowing", "40m", True, **warn),
                 _alert("ProcessorStateEvictions", "55m", True, **warn),
                 _alert("ProcessorDlqLengthHigh", "20m", True, **warn),
+            ],
+        },
+        {
+            # A compression job that fails from minute 10 on and last succeeded almost 3 days
+            # ago; a retention job that succeeds every run.
+            "interval": "1m",
+            "input_series": [
+                _series(
+                    "processor_timescaledb_job_last_run_ok",
+                    "1 0x200",
+                    job_id="1000",
+                    proc="policy_compression",
+                    hypertable="positions",
+                ),
+                _series(
+                    "processor_timescaledb_job_last_success_age_seconds",
+                    "259000+60x200",  # past 3 days (259 200 s) from minute 4 on
+                    job_id="1000",
+                    proc="policy_compression",
+                    hypertable="positions",
+                ),
+                _series(
+                    "processor_timescaledb_job_last_run_ok",
+                    "1x200",
+                    job_id="1001",
+                    proc="policy_retention",
+                    hypertable="positions",
+                ),
+                _series(
+                    "processor_timescaledb_job_last_success_age_seconds",
+                    "600x200",
+                    job_id="1001",
+                    proc="policy_retention",
+                    hypertable="positions",
+                ),
+            ],
+            "alert_rule_test": [
+                _alert("ProcessorTimescaleJobFailing", "20m", False),
+                {
+                    "eval_time": "50m",
+                    "alertname": "ProcessorTimescaleJobFailing",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "job": "processor",
+                                "job_id": "1000",
+                                "proc": "policy_compression",
+                                "hypertable": "positions",
+                                **warn,
+                            }
+                        }
+                    ],
+                },
+                _alert("ProcessorTimescaleJobStale", "30m", False),
+                {
+                    "eval_time": "150m",
+                    "alertname": "ProcessorTimescaleJobStale",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "job": "processor",
+                                "job_id": "1000",
+                                "proc": "policy_compression",
+                                "hypertable": "positions",
+                                **warn,
+                            }
+                        }
+                    ],
+                },
             ],
         },
         {
