@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.mark.timeout(400)
-def test_the_benchmark_runs_every_section_and_writes_its_figures(tmp_path: Path) -> None:
+def test_the_benchmark_runs_every_section_and_writes_its_figures(
+    tmp_path: Path, server_mode: str
+) -> None:
     output = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
     env |= {"PROCESSOR_DATABASE_URL": ADMIN_URL, "PROCESSOR_REDIS_URL": REDIS_URL}
@@ -47,6 +49,10 @@ def test_the_benchmark_runs_every_section_and_writes_its_figures(tmp_path: Path)
         "processor_vs_naive_peer",
         "core_with_failing_domain_vs_without",
     }
+    assert result["config"]["storage_mode"] == server_mode
+    if server_mode == "timescale":  # the ceiling the processor is judged against
+        assert figures["raw_copy_ceiling_hypertable"]["rows_per_s"] > 0
+        assert "hypertable_vs_plain_ceiling" in result["ratios"]
     domain = figures["domain"]
     assert domain["exit_code"] == 0
     assert domain["domain_failures"] == 0

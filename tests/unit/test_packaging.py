@@ -532,11 +532,14 @@ def test_gitea_workflow_runs_ci_against_service_containers() -> None:
     (job,) = workflow["jobs"].values()
     services = job["services"]
     images = {name: service["image"] for name, service in services.items()}
-    postgres = next(i for i in images.values() if i.startswith("timescale/timescaledb:"))
-    assert "pg15" in postgres
+    timescale = next(i for i in images.values() if i.startswith("timescale/timescaledb:"))
+    assert "pg15" in timescale
+    assert any(i.startswith("postgres:15") for i in images.values())
     assert any(i.startswith("redis:7") for i in images.values())
     ports = {p for service in services.values() for p in service.get("ports", [])}
-    assert {"5432:5432", "6379:6379"} <= ports
+    assert {"5432:5432", "5433:5432", "6379:6379"} <= ports
+    # .ci/run's TimescaleDB pass finds the TimescaleDB container through this URL.
+    assert job["env"]["TEST_TIMESCALE_ADMIN_URL"].endswith("@127.0.0.1:5433/postgres")
     steps = job["steps"]
     assert any(s.get("uses", "").startswith("actions/checkout@") for s in steps)
     python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))

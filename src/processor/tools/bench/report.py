@@ -10,7 +10,8 @@ from processor.tools.bench.run import BenchResult
 
 def print_report(result: BenchResult, console: Console) -> None:
     f = result.figures
-    table = Table(title="processor bench", show_lines=False)
+    mode = result.config.get("storage_mode", "plain")
+    table = Table(title=f"processor bench ({mode})", show_lines=False)
     table.add_column("measurement")
     table.add_column("positions/s", justify="right")
     table.add_column("CPU s", justify="right")
@@ -18,6 +19,13 @@ def print_report(result: BenchResult, console: Console) -> None:
     table.add_row(
         "raw COPY ceiling (empty table)", f"{f['raw_copy_ceiling']['rows_per_s']:,.0f}", "", ""
     )
+    if "raw_copy_ceiling_hypertable" in f:
+        table.add_row(
+            "raw COPY ceiling (empty hypertable)",
+            f"{f['raw_copy_ceiling_hypertable']['rows_per_s']:,.0f}",
+            "",
+            "",
+        )
     table.add_row("writer: COPY staging + INSERT", f"{f['writer_copy']['rows_per_s']:,.0f}", "", "")
     table.add_row("writer: INSERT … unnest", f"{f['writer_unnest']['rows_per_s']:,.0f}", "", "")
     for key, label in (
