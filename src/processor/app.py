@@ -13,6 +13,7 @@ import structlog
 
 from processor.core.backoff import Backoff
 from processor.core.settings import Settings
+from processor.core.tasks import cancel_and_wait
 from processor.domain_runner.config_source import ConfigSource
 from processor.domain_runner.outputs import DomainOutputs
 from processor.domain_runner.runner import (
@@ -25,7 +26,7 @@ from processor.observability.health import HealthProbe
 from processor.observability.http import HttpServer, build_app
 from processor.observability.metrics import Metrics
 from processor.observability.sampler import run_jobs_sampler, run_sampler
-from processor.pipeline.runner import Pipeline, cancel_and_wait
+from processor.pipeline.runner import Pipeline
 from processor.storage.migrate import MigrationError, Mode, migrate
 from processor.storage.pool import close_pool_bounded, create_pool, single_connection
 from processor.storage.writer import PositionWriter
@@ -212,6 +213,9 @@ class DomainStage:
         self._draining = False
         self._started = time.monotonic()
         self.crashed = False
+        self.dead_lettered = 0  # notices given up on (after max_deliveries), all runs
+        self.left_pending = 0  # --until-idle: notices whose batch kept failing
+        self.last_error: str | None = None
 
     @property
     def running(self) -> bool:
@@ -305,6 +309,9 @@ class DomainStage:
                     async with pool.acquire() as conn:
                         await self.handler.tick(conn)  # a one-off pass ends with the clock's part
             finally:
+                self.dead_lettered += runner.dead_lettered
+                self.left_pending += runner.left_pending
+                self.last_error = runner.last_error or self.last_error
                 if ticking is not None:
                     await cancel_and_wait([ticking])
         finally:
@@ -346,8 +353,11 @@ async def run_domain_stage(settings: Settings, *, until_idle: bool = False) -> i
     Mirrors `run_processor`: migrations (idempotent, advisory-locked), signals, HTTP on the
     same settings (so next to a `processor run` on one host, give it another
     `PROCESSOR_HTTP_PORT`). The stream gauges of `/metrics` describe the notice stream and
-    the domain group here. With `until_idle`, exits once no notice is left to read: 0 when
-    every batch succeeded, 1 when some failed (their notices stay pending for a later run).
+    the domain group here. With `until_idle`, exits once the domain group has no notice
+    left, pending or new, whoever held it: 0 when every notice was handled (a failed
+    window retried until it succeeds counts as handled), 1 when something is truly left,
+    logged as `domain_work_left`: a batch that failed `max_deliveries` times in a row
+    (its notices stay pending), notices dead-lettered after crashes, or a crashed stage.
     """
     metrics = Metrics()
     stop = asyncio.Event()
@@ -417,5 +427,22 @@ async def run_domain_stage(settings: Settings, *, until_idle: bool = False) -> i
         await close_pool_bounded(pool)
         await redis.aclose()
     failures = metrics.registry.get_sample_value("processor_domain_failures_total") or 0.0
-    log.info("domain_stage_stopped", failed_batches=int(failures), crashed=stage.crashed)
-    return 1 if until_idle and (failures or stage.crashed) else 0
+    log.info(
+        "domain_stage_stopped",
+        failed_batches=int(failures),
+        dead_lettered=stage.dead_lettered,
+        crashed=stage.crashed,
+    )
+    left = stage.dead_lettered or stage.left_pending or stage.crashed
+    if until_idle and left:
+        log.error(
+            "domain_work_left",
+            dead_lettered_notices=stage.dead_lettered,
+            pending_notices=stage.left_pending,
+            last_error=stage.last_error,
+            crashed=stage.crashed,
+            hint=f"pending notices are retried by the next run; dead letters are on"
+            f" {stage.settings.dlq_stream} (processor dlq list): fix the cause, then requeue"
+            " them or run processor recompute",
+        )
+    return 1 if until_idle and left else 0

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from processor.pipeline.runner import cancel_and_wait
+from processor.core.tasks import cancel_and_wait
 
 pytestmark = pytest.mark.faults
 

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     config_refresh_s: Annotated[float, Field(gt=0)] = 10.0
     domain_tick_s: Annotated[float, Field(gt=0)] = 5.0
     domain_batch_interval_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    domain_retry_attempts: Annotated[int, Field(ge=1, le=1000)] = 20
 
     read_count: PositiveInt = 1000
     block_ms: PositiveInt = 1000

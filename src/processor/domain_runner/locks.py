@@ -1,10 +1,25 @@
 """The domain stage's PostgreSQL advisory locks, in one place so every holder agrees.
 
-A device's lock serializes everything written for its entries (the runner's windows,
-the batch, the clock, `replay`/`recompute`); a stage's lock serializes its ranking and is
-always taken after a device's. All are transaction-scoped but the clock's, which one
-instance holds for a whole tick (several transactions). Several devices are locked in
-one statement, in device order, so two batches never wait on each other in a cycle.
+The one lock order, for every transaction of the domain stage (windows, batch parts,
+the clock, `replay`/`recompute`, any number of `processor domain` instances):
+
+1. device locks, all in one statement, sorted by device id (`lock_devices`; a single
+   `lock_device` is the same with one device);
+2. then stage locks, all in one statement, sorted by stage id (`lock_stages`);
+3. then rows.
+
+A device's lock guards every row of its entries (timing records, penalties, alerts);
+a stage's lock guards every `stage_results` row of the stage, since its ranking updates
+them all. So a transaction reads and writes results only after `lock_stages` for every
+stage it touches, and takes no device lock after a stage lock: waits then always point
+from a lower position in the order to a higher one, and no two holders can wait on
+each other in a cycle. Each transaction locks its stages once (`Race.settle_many`);
+`rank` re-takes a lock already held (a no-op) and alone in a transaction (the clock)
+is step 2 without step 1.
+
+All locks are transaction-scoped but the clock's, which one instance holds for a whole
+tick (several transactions) and only ever tries (`pg_try_advisory_lock`: it never waits,
+so it cannot close a cycle).
 """
 
 from __future__ import annotations
@@ -28,15 +43,27 @@ async def try_lock_device(conn: DbConnection, device_id: str) -> bool:
 
 
 async def lock_devices(conn: DbConnection, device_ids: Iterable[str]) -> None:
+    """Every device lock the transaction needs, in device order, in one statement."""
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(d, 0)) FROM unnest($1::text[]) AS d"
-        " ORDER BY d",
-        sorted(device_ids),
+        "SELECT pg_advisory_xact_lock(hashtextextended(d, 0))"
+        " FROM unnest($1::text[]) WITH ORDINALITY AS t(d, n) ORDER BY n",
+        sorted(set(device_ids)),
     )
 
 
-async def lock_stage(conn: DbConnection, stage_id: int) -> None:
-    await conn.execute(_LOCK, f"domain:stage:{stage_id}")
+def _stage_key(stage_id: int) -> str:
+    return f"domain:stage:{stage_id}"
+
+
+async def lock_stages(conn: DbConnection, stage_ids: Iterable[int]) -> None:
+    """Every stage lock the transaction needs, in stage order, in one statement."""
+    ordered = sorted(set(stage_ids))
+    if ordered:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(s, 0))"
+            " FROM unnest($1::text[]) WITH ORDINALITY AS t(s, n) ORDER BY n",
+            [_stage_key(s) for s in ordered],
+        )
 
 
 _CLOCK = "processor:domain:tick"

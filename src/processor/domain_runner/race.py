@@ -44,7 +44,7 @@ from processor.domain.rules import DEFAULT_RULES, AlertRules, EventRules
 from processor.domain_runner import store
 from processor.domain_runner.config_source import EntryRef, Snapshot
 from processor.domain_runner.fixes import read_range
-from processor.domain_runner.locks import lock_device, lock_stage, try_lock_device
+from processor.domain_runner.locks import lock_device, lock_stages, try_lock_device
 from processor.domain_runner.notices import Window
 from processor.domain_runner.store import Diff, Output
 from processor.domain_runner.tables import ALERTS, PENALTIES, STAGE_RESULTS, TIMING_RECORDS
@@ -324,7 +324,6 @@ class Race:
         keys = sorted(wanted)
         timing = await self.supersede(conn, snapshot, keys)
         old_penalties = await store.of_pairs(conn, "penalties", keys)
-        old_results = await store.of_pairs(conn, "stage_results", keys)
         penalty_diffs: list[Diff] = []
         settled: list[tuple[store.Pair, StageResult | None, list[Output]]] = []
         for n, key in enumerate(keys):
@@ -356,6 +355,10 @@ class Race:
             )
             settled.append((key, result, penalties))
         await store.apply(conn, PENALTIES, store.merge(penalty_diffs))
+        # Results are the stages' rows (ranking rewrites them all): read and written only
+        # under every touched stage's lock, taken once, after the device locks (locks.py).
+        await lock_stages(conn, (stage_id for stage_id, _ in keys))
+        old_results = await store.of_pairs(conn, "stage_results", keys)
         result_diffs: list[Diff] = []
         moved: set[int] = set()
         for (stage_id, entry_id), result, _ in settled:
@@ -494,8 +497,8 @@ class Race:
 
     async def rank(self, conn: DbConnection, snapshot: Snapshot, stage: Stage) -> None:
         """Ranks and gaps of every automatic result of the stage (only changed ones are
-        written)."""
-        await lock_stage(conn, stage.id)
+        written). Under the stage's lock (already held after `settle_many`)."""
+        await lock_stages(conn, [stage.id])
         results = await store.standings(conn, stage.id)
         entries = {e.id: e for e in snapshot.entries_of_event(stage.event)}
         inputs = [

@@ -10,7 +10,7 @@ dead letters after `max_deliveries`, so one bad device cannot stall the stage fo
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import time
 from typing import Protocol, runtime_checkable
 
@@ -20,12 +20,15 @@ from redis.exceptions import RedisError
 
 from processor.core.backoff import Backoff
 from processor.core.position import Reason, Rejection
+from processor.core.retry import RetryPolicy, retrying
 from processor.core.settings import Settings
 from processor.domain_runner.locks import lock_device, lock_devices
 from processor.domain_runner.notices import NoticeError, Window, merge_windows, parse_notice
 from processor.observability.metrics import Metrics
+from processor.storage.errors import ErrorClass, classify
 from processor.storage.pool import DbConnection
-from processor.stream.client import DeadLetter, Entry, StreamClient, is_nogroup
+from processor.stream.client import DeadLetter, Entry, StreamClient
+from processor.stream.consumer import GroupConsumer, Source
 
 log = structlog.get_logger(__name__)
 
@@ -64,8 +67,33 @@ def notice_settings(settings: Settings) -> Settings:
     )
 
 
+def transient(exc: BaseException) -> str | None:
+    """A database error another try can cure, by class (a deadlock or a serialization
+    failure still possible against officials' edits, a lost connection, a timeout, a
+    server in recovery); None for the others (a bug, a missing table)."""
+    kind = classify(exc)
+    if kind is ErrorClass.CONFLICT:
+        state = getattr(exc, "sqlstate", "")
+        return {"40P01": "deadlock", "40001": "serialization"}.get(state, "lock_not_available")
+    if kind in (ErrorClass.CONNECTION, ErrorClass.TIMEOUT, ErrorClass.UNAVAILABLE):
+        return kind.value
+    return None
+
+
 class DomainRunner:
-    """Consumes committed notices and calls the handler per device window."""
+    """Consumes committed notices and calls the handler per device window.
+
+    Reading is the shared consumer engine's (`GroupConsumer`). Each transaction's
+    transient database errors (a deadlock, a lost connection) are retried in place
+    (`PROCESSOR_DOMAIN_RETRY_ATTEMPTS`, counted in `processor_domain_retries_total`); a
+    batch that still fails is tried again as a whole after a backoff, its notices left
+    unacknowledged meanwhile, until it succeeds or the runner stops — a failing stage
+    pauses, it never drops work. Notices redelivered after a crash carry their delivery
+    count: past `max_deliveries` they go to the notice stream's dead letters (a notice
+    that kills the process must not kill every restart). `until_idle` ends only when
+    the domain group has no pending notice left, whoever held it, or when a batch failed
+    `max_deliveries` times in a row (`left_pending`: there is no "later" in one pass).
+    """
 
     def __init__(
         self,
@@ -80,89 +108,58 @@ class DomainRunner:
         self.pool = pool
         self.handler = handler
         self.metrics = metrics
-        self._stop = asyncio.Event()
+        self.consumer = GroupConsumer(
+            stream,
+            settings,
+            metrics,
+            read_count=settings.domain_read_count,
+            operation_prefix="domain_",
+        )
         self._backoff = Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000)
-        self.last_progress = time.monotonic()
+        self._one_batch = asyncio.Lock()  # reads and claims take turns: one batch at a time
         self.running = False
-        self._claimed_at = time.monotonic()
+        self.dead_lettered = 0  # notices given up on in this run (after max_deliveries)
+        # --until-idle: notices still failing after max_deliveries attempts in a row are
+        # left pending and the run ends (there is no "later" in a one-off pass).
+        self.left_pending = 0
+        self.last_error: str | None = None
+        self._until_idle = False
+        self._retry = RetryPolicy(
+            initial_s=settings.retry_initial_ms / 1000,
+            max_s=settings.retry_max_ms / 1000,
+            attempts=settings.domain_retry_attempts,
+        )
+
+    @property
+    def last_progress(self) -> float:
+        return self.consumer.last_progress
 
     def stop(self) -> None:
-        self._stop.set()
+        self.consumer.stop()
 
     async def run(self, *, until_idle: bool = False) -> None:
         self.running = True
+        self._until_idle = until_idle
         try:
-            await self._ensure_group()
-            cursor = "0"  # this consumer's own pending notices first
-            while not self._stop.is_set():
-                try:
-                    entries = await self.stream.read(
-                        cursor, self.settings.domain_read_count, self.settings.block_ms
-                    )
-                except RedisError as exc:
-                    if is_nogroup(exc):
-                        await self._ensure_group()
-                    else:
-                        await self._pause("read", exc)
-                    continue
-                self.last_progress = time.monotonic()
-                if not entries:
-                    if cursor != ">":
-                        cursor = ">"
-                        continue
-                    if until_idle:
-                        return
-                    await self._claim()
-                    continue
-                if cursor != ">":
-                    cursor = entries[-1][0]
-                started = time.monotonic()
-                await self._handle(entries, pending=cursor != ">")
-                if not until_idle and len(entries) < self.settings.domain_read_count:
-                    # Caught up: let notices accumulate for a moment. The work is per
-                    # device window, so a batch covering more time costs little more
-                    # than a short one (PROCESSOR_DOMAIN_BATCH_INTERVAL_S).
-                    rest = self.settings.domain_batch_interval_s - (time.monotonic() - started)
-                    if rest > 0:
-                        await self._sleep(rest)
-                if not until_idle and self._claim_due():
-                    # Under steady traffic a read is never empty: without this, notices
-                    # that failed would wait for the stream to go quiet to be retried.
-                    await self._claim()
+            await self.consumer.run(self._ingest, until_idle=until_idle)
         finally:
             self.running = False
 
-    async def _ensure_group(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.stream.ensure_group()
-                return
-            except RedisError as exc:
-                await self._pause("ensure_group", exc)
+    async def _ingest(
+        self, entries: list[Entry], source: Source, deliveries: dict[str, int] | None
+    ) -> None:
+        started = time.monotonic()
+        async with self._one_batch:
+            await self._handle(entries, deliveries or {})
+        if source == "new" and len(entries) < self.settings.domain_read_count:
+            # Caught up: let notices accumulate for a moment. The work is per device
+            # window, so a batch covering more time costs little more than a short one
+            # (PROCESSOR_DOMAIN_BATCH_INTERVAL_S).
+            rest = self.settings.domain_batch_interval_s - (time.monotonic() - started)
+            if rest > 0 and not self.consumer.stopping:
+                await self.consumer.sleep(rest)
 
-    def _claim_due(self) -> bool:
-        return time.monotonic() - self._claimed_at >= self.settings.claim_interval_ms / 1000
-
-    async def _claim(self) -> None:
-        self._claimed_at = time.monotonic()
-        try:
-            _, entries, _ = await self.stream.autoclaim(
-                self.settings.claim_idle_ms, "0-0", self.settings.domain_read_count
-            )
-        except RedisError as exc:
-            await self._pause("xautoclaim", exc)
-            return
-        if entries:
-            await self._handle(entries, pending=True)
-
-    async def _handle(self, entries: list[Entry], *, pending: bool) -> None:
-        counts: dict[str, int] = {}
-        if pending:
-            try:
-                counts = await self.stream.delivery_counts([e[0] for e in entries])
-            except RedisError as exc:
-                await self._pause("xpending", exc)
-                return
+    async def _handle(self, entries: list[Entry], counts: dict[str, int]) -> None:
         windows: list[Window] = []
         ack: list[str] = []
         letters: list[DeadLetter] = []
@@ -184,20 +181,56 @@ class DomainRunner:
                 )
             ack.append(entry_id)
         merged = merge_windows(windows)
-        try:
-            await self._process(merged)
-        except Exception as exc:
-            # Not acknowledged: the notices are re-read (own pending) or claimed later.
-            self.metrics.domain_failures.inc()
-            log.error("domain_window_failed", error=f"{type(exc).__name__}: {exc}"[:500])
-            await self._sleep(self._backoff.next_delay())
-            return
+        ids = [e[0] for e in entries]
+        failures = 0
+        while True:
+            try:
+                await self._process(merged)
+                break
+            except Exception as exc:
+                # Not acknowledged; the same batch again after a backoff, in place: an
+                # in-process failure counts no delivery (the poison guard is for notices
+                # that crash the process, which are read again after the restart).
+                failures += 1
+                self.metrics.domain_failures.inc()
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                log.error(
+                    "domain_window_failed",
+                    error=error,
+                    notices=len(entries),
+                    windows=len(merged),
+                    attempt=failures,
+                )
+                gave_up = self._until_idle and failures >= self.settings.max_deliveries
+                if gave_up or self.consumer.stopping:
+                    # Left pending for a later run (or another instance's claim).
+                    self.consumer.release(ids)
+                    if gave_up:
+                        self.left_pending += len(entries)
+                        self.last_error = error
+                        self.consumer.stop()
+                    return
+                await self.consumer.sleep(self._backoff.next_delay())
         self._backoff.reset()
-        try:
-            await self.stream.finish(ack, letters, None)
-        except RedisError as exc:
-            await self._pause("ack", exc)
-            return
+        while True:
+            try:
+                await self.stream.finish(ack, letters, None)
+                break
+            except RedisError as exc:
+                if self.consumer.stopping:
+                    self.consumer.release(ids)  # pending: redone later
+                    return
+                await self.consumer.redis_trouble("ack", exc)
+        self.consumer.release(ids)
+        self.dead_lettered += sum(1 for d in letters if d.rejection.reason is Reason.MAX_DELIVERIES)
+        for letter in letters:
+            log.error(
+                "domain_notice_dead_lettered",
+                reason=letter.rejection.reason.value,
+                notice=letter.rejection.stream_id,
+                deliveries=letter.deliveries,
+                dlq=self.stream.dlq_stream,
+            )
         self.metrics.domain_notices.inc(len(ack))
         self.metrics.domain_windows.inc(len(merged))
 
@@ -221,7 +254,16 @@ class DomainRunner:
                 await lock_devices(conn, (w.device_id for w in mine))
                 return await handler.prefilter(conn, mine)
 
-        done = await asyncio.gather(*(part(p) for p in parts if p))
+        async def retried(mine: list[Window]) -> list[Window]:
+            return await retrying(
+                "domain_batch",
+                lambda: part(mine),
+                on=transient,
+                policy=self._retry,
+                counter=self.metrics.domain_retries,
+            )
+
+        done = await asyncio.gather(*(retried(p) for p in parts if p))
         remaining = [w for found in done for w in found]
         self.metrics.domain_fast_windows.inc(len(windows) - len(remaining))
         return remaining
@@ -241,9 +283,13 @@ class DomainRunner:
                     return
                 started = time.perf_counter()
                 try:
-                    async with self.pool.acquire() as conn, conn.transaction():
-                        await lock_device(conn, window.device_id)
-                        await self.handler(conn, window)
+                    await retrying(
+                        "domain_window",
+                        functools.partial(self._window, window),
+                        on=transient,
+                        policy=self._retry,
+                        counter=self.metrics.domain_retries,
+                    )
                 except Exception as exc:
                     errors.append(exc)
                     return
@@ -254,16 +300,7 @@ class DomainRunner:
         if errors:
             raise errors[0]
 
-    async def _pause(self, operation: str, exc: BaseException) -> None:
-        self.metrics.redis_errors.labels(f"domain_{operation}").inc()
-        delay = self._backoff.next_delay()
-        log.warning(
-            "domain_redis_error", operation=operation, error=str(exc), retry_in_s=round(delay, 3)
-        )
-        await self._sleep(delay)
-
-    async def _sleep(self, delay: float) -> None:
-        """A backoff pause that ends early on `stop()`: a stage failing on every batch
-        sleeps up to `retry_max_ms` at a time, and SIGTERM must not wait that out."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), delay)
+    async def _window(self, window: Window) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await lock_device(conn, window.device_id)
+            await self.handler(conn, window)

@@ -155,6 +155,13 @@ class Metrics:
             "Domain batches that failed and will be retried (notices left pending).",
             registry=r,
         )
+        self.domain_retries = Counter(
+            "processor_domain_retries",
+            "Domain transactions retried in place after a transient error (deadlock,"
+            " serialization failure, lost connection, timeout), by operation and error class.",
+            ["operation", "error_class"],
+            registry=r,
+        )
         self.domain_restarts = Counter(
             "processor_domain_restarts",
             "Domain stage runs that ended with an error and were restarted after a backoff.",

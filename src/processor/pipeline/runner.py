@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -25,31 +24,17 @@ from processor.core.contract import DecodeOptions, decode_entry
 from processor.core.logging import RateLimiter
 from processor.core.position import Position, Reason, Rejection
 from processor.core.settings import Settings
+from processor.core.tasks import cancel_and_wait
 from processor.observability.metrics import Metrics
 from processor.pipeline.batch import Batch, committed_notice
 from processor.state.devices import DeviceState
 from processor.storage.writer import PositionWriter
 from processor.stream.client import DeadLetter, Entry, StreamClient, is_nogroup
+from processor.stream.consumer import GroupConsumer, Source
 
 log = structlog.get_logger(__name__)
 
 _LATENCY_SAMPLES_PER_BATCH = 256
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel the tasks and wait until they have ended, cancelling again if need be.
-
-    One cancel() is not always enough on Python 3.11: `asyncio.wait_for` (which redis-py
-    uses to send every command when a socket timeout is set) swallows a cancellation that
-    arrives as the wrapped send completes, and the task carries on (CPython gh-86296,
-    fixed in 3.12). A loop such as the claimer then runs forever and so would a plain
-    `gather` after `cancel()`.
-    """
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
 
 
 class Pipeline:
@@ -75,12 +60,11 @@ class Pipeline:
         self._batch = Batch()
         self._slots = asyncio.Semaphore(settings.batches_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight: set[str] = set()
+        self.consumer = GroupConsumer(stream, settings, metrics, read_count=settings.read_count)
         self._stop = asyncio.Event()
         self._shutdown_deadline: float | None = None
         self._reject_log = RateLimiter(settings.log_rejections_per_s)
         self._backoff = Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000)
-        self.last_progress = time.monotonic()
         self.running = False
         self.committed_batches = 0
         self._evictions_seen = 0
@@ -90,6 +74,7 @@ class Pipeline:
     def stop(self) -> None:
         """Stop reading; `run()` then flushes, acknowledges and returns."""
         self._stop.set()
+        self.consumer.stop()
 
     @property
     def stopping(self) -> bool:
@@ -98,11 +83,11 @@ class Pipeline:
     async def run(self, *, until_idle: bool = False) -> bool:
         """Consume until stopped; True when every read entry was committed and acknowledged."""
         self.running = True
-        helpers = [
-            asyncio.create_task(self._flush_ticker(), name="flush-ticker"),
-            asyncio.create_task(self._claim_loop(), name="claimer"),
-        ]
-        reading = asyncio.create_task(self._read(until_idle), name="reader")
+        helpers = [asyncio.create_task(self._flush_ticker(), name="flush-ticker")]
+        reading = asyncio.create_task(
+            self.consumer.run(self._ingest, until_idle=until_idle, busy=self._busy),
+            name="reader",
+        )
         try:
             await self._until_read_or_stopped(reading)
         finally:
@@ -110,11 +95,6 @@ class Pipeline:
             clean = await self._drain()
             self.running = False
         return clean and not reading.cancelled()
-
-    async def _read(self, until_idle: bool) -> None:
-        await self._ensure_group()
-        await self._read_own_pending()
-        await self._read_new(until_idle=until_idle)
 
     async def _until_read_or_stopped(self, reading: asyncio.Task[None]) -> None:
         """The reader ends at its next check once stopped, unless it waits for a batch slot
@@ -156,150 +136,26 @@ class Pipeline:
             return False
         return all(not t.cancelled() and t.exception() is None for t in done)
 
-    # -- reading -----------------------------------------------------------------
+    def _busy(self) -> bool:
+        """Batches being filled or committed: not idle yet, whatever the group says."""
+        return bool(self._tasks or len(self._batch))
 
-    async def _ensure_group(self) -> None:
-        while not self.stopping:
-            try:
-                if await self.stream.ensure_group():
-                    log.info("group_created", stream=self.stream.stream, group=self.stream.group)
-                return
-            except RedisError as exc:
-                await self._redis_trouble("ensure_group", exc)
-
-    async def _read_own_pending(self) -> None:
-        """After a restart under the same name, our unacknowledged entries come first."""
-        cursor = "0"
-        while not self.stopping:
-            try:
-                entries = await self.stream.read(cursor, self.settings.read_count, None)
-            except RedisError as exc:
-                if is_nogroup(exc):
-                    await self._recreate_group()
-                    return
-                await self._redis_trouble("read_pending", exc)
-                continue
-            if not entries:
-                return
-            cursor = entries[-1][0]
-            fresh = [e for e in entries if e[0] not in self._in_flight]
-            counts = await self._delivery_counts([e[0] for e in fresh if e[1] is not None])
-            await self._ingest(fresh, "pending", counts)
-            self.last_progress = time.monotonic()
-
-    async def _read_new(self, *, until_idle: bool) -> None:
-        while not self.stopping:
-            try:
-                entries = await self.stream.read(
-                    ">", self.settings.read_count, self.settings.block_ms
-                )
-            except RedisError as exc:
-                if is_nogroup(exc):
-                    await self._recreate_group()
-                else:
-                    await self._redis_trouble("read", exc)
-                continue
-            self._backoff.reset()
-            self.last_progress = time.monotonic()
-            if entries:
-                await self._ingest(entries, "new", None)
-            elif until_idle and await self._idle():
-                return
-
-    async def _idle(self) -> bool:
-        """Drained: nothing new, nothing of ours in flight, nothing pending in the group.
-
-        Pending entries of a dead consumer keep us running until the claimer takes them.
-        """
-        if self._tasks or len(self._batch):
-            return False
-        try:
-            return await self.stream.group_pending() == 0
-        except RedisError as exc:
-            await self._redis_trouble("xpending", exc)
-            return False
-
-    async def _recreate_group(self) -> None:
-        """Redis lost the group (restart without persistence): start over from ID 0."""
-        self.metrics.group_recreated.inc()
-        log.error(
-            "group_missing_recreating",
-            stream=self.stream.stream,
-            group=self.stream.group,
-            hint="Redis restarted without persistence? Entries are re-read from ID 0.",
-        )
-        await asyncio.sleep(self._backoff.next_delay())
-        with contextlib.suppress(RedisError):
-            await self.stream.ensure_group()
-
-    async def _redis_trouble(self, operation: str, exc: BaseException) -> None:
-        self.metrics.redis_errors.labels(operation).inc()
-        delay = self._backoff.next_delay()
-        log.warning("redis_error", operation=operation, error=str(exc), retry_in_s=round(delay, 3))
-        await asyncio.sleep(delay)
-
-    async def _delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
-        if not ids:
-            return {}
-        try:
-            return await self.stream.delivery_counts(ids)
-        except RedisError as exc:
-            self.metrics.redis_errors.labels("xpending").inc()
-            log.warning("delivery_counts_unavailable", error=str(exc))
-            return {}
-
-    # -- claiming ----------------------------------------------------------------
-
-    async def _claim_loop(self) -> None:
-        interval = self.settings.claim_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._claim_round()
-            except RedisError as exc:
-                if not is_nogroup(exc):
-                    self.metrics.redis_errors.labels("xautoclaim").inc()
-                    log.warning("claim_failed", error=str(exc))
-            except Exception:
-                # Anything else is a bug, but the claimer must outlive it: without it,
-                # entries of dead consumers would wait for a restart to be stored.
-                self.metrics.redis_errors.labels("xautoclaim").inc()
-                log.exception("claim_round_crashed")
-
-    async def _claim_round(self) -> None:
-        """XAUTOCLAIM idle entries of dead or stalled consumers, following the cursor to 0-0."""
-        cursor = "0-0"
-        while not self.stopping:
-            cursor, ids, deleted = await self.stream.autoclaim_ids(
-                self.settings.claim_idle_ms, cursor, self.settings.read_count
-            )
-            if deleted:
-                self.metrics.trimmed_pending.inc(deleted)
-                log.warning("claimed_entries_were_trimmed", count=deleted)
-            # Entries we hold in flight were only re-taken (no delivery counted); the rest
-            # are claimed for real, which counts the delivery for the poison-entry guard.
-            fresh = await self.stream.claim([i for i in ids if i not in self._in_flight])
-            if fresh:
-                self.metrics.claimed.inc(len(fresh))
-                log.info("entries_claimed", count=len(fresh))
-                counts = await self._delivery_counts([e[0] for e in fresh if e[1] is not None])
-                await self._ingest(fresh, "claimed", counts)
-            if cursor == "0-0":
-                return
+    @property
+    def last_progress(self) -> float:
+        return self.consumer.last_progress
 
     # -- batching ----------------------------------------------------------------
 
     async def _ingest(
-        self, entries: list[Entry], source: str, deliveries: dict[str, int] | None
+        self, entries: list[Entry], source: Source, deliveries: dict[str, int] | None
     ) -> None:
         self.metrics.entries_read.labels(source).inc(len(entries))
         max_deliveries = self.settings.max_deliveries
         max_rows = self.settings.batch_max_rows
         options = self.options
         observe = self.state.observe
-        # All of them at once: while a full batch waits for a slot, the rest of this read
-        # is held here, and the claimer must not take them from us as if abandoned.
-        self._in_flight.update(entry_id for entry_id, _ in entries)
+        # The consumer marked all of them in flight: while a full batch waits for a slot,
+        # the rest of this read is held here, and the claimer never takes them back.
         for entry_id, fields in entries:
             batch = self._batch
             if fields is None:
@@ -391,7 +247,7 @@ class Pipeline:
             log.exception("batch_failed_unacknowledged", entries=len(batch))
             raise
         finally:
-            self._in_flight.difference_update(batch.ack_ids)
+            self.consumer.release(batch.ack_ids)
             self._slots.release()
             self.metrics.batches_in_flight.dec()
 

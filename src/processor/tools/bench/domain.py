@@ -59,6 +59,7 @@ GATE_HALF_WIDTH_M = 15.0
 WAYPOINT_RADIUS_M = 25.0
 EDGE_M = 300.0  # no generated geofence this close to a route's start or end
 DRAIN_LIMIT_S = 30.0
+START_TIMEOUT_S = 120.0  # for the stage's processes to answer over HTTP (a loaded machine is slow)
 # Time for the processes to start before the feed (and the stages) begin.
 FEED_LEAD_S = 8.0
 # The lag is a sawtooth: a read takes what accumulated while the previous batch ran, so it
@@ -467,14 +468,19 @@ async def _realtime(
             async def scrape_all() -> dict[str, Any]:
                 return _merge([await _scrape(session, port) for port in ports])
 
-            for _ in range(100):  # up: HTTP answers once it has migrated and started
+            # Up: HTTP answers once each has migrated and started. A loaded machine can
+            # take a while to start Python processes: wait for that, not a fixed time,
+            # and stop waiting at once if one of them died.
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     start = await scrape_all()
                     break
+                died = [p for p, _ in procs if p.returncode is not None]
+                if died or time.monotonic() > deadline:
+                    logs = "\n".join(_tail(log) for _, log in procs)
+                    raise RuntimeError(f"{commands} did not start:\n{logs}")
                 await asyncio.sleep(0.1)
-            else:
-                logs = "\n".join(_tail(log) for _, log in procs)
-                raise RuntimeError(f"{commands} did not start:\n{logs}")
             # The clock of the samples starts with the feed (the producer generates its
             # first entries meanwhile, then sends each when due).
             late_s = time.time() - feed_start_ms / 1000
