@@ -52,7 +52,7 @@ from processor.domain.geofences import (
     Transition,
     path_hits,
 )
-from processor.domain.interpolation import DEFAULT_METHOD, Method, time_fraction
+from processor.domain.interpolation import DEFAULT_METHOD, Method, Model, time_fraction
 
 Status = Literal["valid", "debounced", "wrong_direction"]
 DEFAULT_DEBOUNCE_MS = 10_000
@@ -106,7 +106,8 @@ class Crossing(msgspec.Struct, frozen=True):
     `transition`: `cross` (gate, with `direction`), `entry`/`exit` (zone), `closest`
     (waypoint: the closest approach, `distance_m` ≤ radius; `crossed_at_ms` is its
     time). `latitude`/`longitude` is the point on the segment (linear in degrees,
-    exact to well under a millimetre over a segment).
+    exact to well under a millimetre over a segment). `method`: the interpolation model
+    actually used for `crossed_at_ms` (`speed`, `arc` or `linear`: interpolation.py).
     """
 
     device_id: str
@@ -120,7 +121,7 @@ class Crossing(msgspec.Struct, frozen=True):
     fraction: float
     before: FixRef
     after: FixRef
-    method: Method
+    method: Model
     ordinal: int = 0
     direction: GateDirection | None = None
     distance_m: float | None = None
@@ -233,7 +234,10 @@ def _crossing(
     fence = index.shapes[hit.shape].fence
     dt = b.ts_ms - a.ts_ms
     f = hit.fraction
-    u, used = time_fraction(f, method, a.speed, b.speed, math.dist(p0, p1), dt / 1000.0)
+    chord = math.dist(p0, p1)
+    u, used = time_fraction(
+        f, method, a.speed, b.speed, chord, dt / 1000.0, h0_deg=a.heading, h1_deg=b.heading
+    )
     at_ms = a.ts_ms + u * dt
     return Crossing(
         device_id=a.device_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import msgspec
@@ -50,6 +51,32 @@ def test_crossing_time_position_fixes_and_key() -> None:
     assert c.latitude == pytest.approx((track[2].latitude + track[3].latitude) / 2)
     assert c.method == "speed"
     assert c.stage_id == 1
+
+
+def test_a_gate_in_a_hairpin_is_timed_along_the_arc_the_headings_describe() -> None:
+    """A kart on a circle of 10 m at 36 km/h: 57° of heading between two fixes. The
+    fixes' headings reach the interpolation: `auto` times the gate along the arc
+    (exact here), where linear is 14 ms late and `speed` 18 ms."""
+    radius, gate_at = 10.0, 2.3  # rad/s × s: the gate is crossed at 2.3 s
+
+    def on_circle(t: float) -> Position:
+        heading = math.degrees(math.atan2(-math.sin(t), math.cos(t))) % 360.0
+        return fix(t, (radius * math.cos(t), radius * math.sin(t)), 36.0, heading=heading)
+
+    ray = (math.cos(gate_at), math.sin(gate_at))
+    idx = index(gate(1, [(5.0 * ray[0], 5.0 * ray[1]), (15.0 * ray[0], 15.0 * ray[1])], "either"))
+    track = [on_circle(float(t)) for t in range(5)]
+    [c] = recompute_window(track, idx)
+    assert (c.method, c.crossed_at_ms) == ("arc", T0 + 2300)
+    assert (c.before.heading, c.after.heading) == (track[2].heading, track[3].heading)
+    [linear] = recompute_window(track, idx, settings=TimingSettings(method="linear"))
+    [speed] = recompute_window(track, idx, settings=TimingSettings(method="speed"))
+    assert (linear.method, speed.method) == ("linear", "speed")
+    assert (
+        10
+        <= abs(linear.crossed_at_ms - c.crossed_at_ms)
+        < abs(speed.crossed_at_ms - c.crossed_at_ms)
+    )
 
 
 def test_direction_forward_reverse_either() -> None:

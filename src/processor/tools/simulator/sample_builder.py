@@ -165,11 +165,11 @@ def build_route(spec: StageSpec) -> list[XY]:
     sign = _turn_toward(path.heading, spec.bearing, rng)
     path.arc(rng.uniform(120.0, 300.0), sign * rng.uniform(15.0, 40.0))
     path.straight(FINAL_STRAIGHT_M)
-    _check_simple(path.points)
+    check_simple(path.points)
     return path.points
 
 
-def _check_simple(points: list[XY], closed: bool = False) -> None:
+def check_simple(points: list[XY], closed: bool = False) -> None:
     """A stage road (or a zone ring) never crosses itself."""
     if closed:
         points = [*points, points[0]]
@@ -230,7 +230,7 @@ def _zone_ring(
         s_out = min(s_in + length, route.length - FINAL_STRAIGHT_M)
         ring = _band(route, s_in, s_out, half_width)
         try:
-            _check_simple(ring[:-1], closed=True)
+            check_simple(ring[:-1], closed=True)
         except ValueError:
             continue
         if len(crossings(route, ring)) == 2:

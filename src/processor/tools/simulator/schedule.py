@@ -30,6 +30,8 @@ ExtrasStart = Literal["part_way", "start_line"]
 MAX_DEVICES = 400_000
 CLASS_TOP_KMH = {"T1": 178.0, "T2": 160.0, "T3": 168.0, "T4": 150.0}
 MIN_LEG_GAP_MS = 60_000
+KART_CLASS = "KART"
+KART_MIN_KMH = 25.0
 
 # A scripted leg: (device index, stage course, car) → the course and profile it drives
 # instead, or None for the usual ones (see scenarios.py).
@@ -82,9 +84,12 @@ class DevicePlan:
 
 
 def car_model(entry: EntryRow, seed: int) -> CarModel:
-    """The crew's car: class top speed scaled by a skill factor; 1 in 5 ignore speed zones."""
+    """The crew's car: class top speed scaled by a skill factor; 1 in 5 ignore speed zones.
+    Class `KART` (the accuracy course, kart.py) is a kart instead."""
     rng = random.Random(f"car:{seed}:{entry.id}")
     skill = rng.uniform(0.8, 1.0)
+    if entry.class_ == KART_CLASS:
+        return kart_model(rng, skill)
     top = CLASS_TOP_KMH.get(entry.class_, 160.0) / 3.6
     speeder = rng.random() < 0.2
     return CarModel(
@@ -93,6 +98,21 @@ def car_model(entry: EntryRow, seed: int) -> CarModel:
         acc=2.2 + 1.8 * skill,
         brake=6.0 + 2.5 * skill,
         zone_factor=rng.uniform(1.12, 1.35) if speeder else rng.uniform(0.86, 0.97),
+    )
+
+
+def kart_model(rng: random.Random, skill: float) -> CarModel:
+    """A racing kart: ~110 km/h at most, 1–1.5 g of grip, hard acceleration (0.4–0.65 g:
+    out of a hairpin it gains 15–20 km/h per second) and braking (0.9–1.3 g), and no
+    40 km/h floor in tight bends (25 km/h): between two 1 Hz fixes its speed and heading
+    change a lot."""
+    return CarModel(
+        vmax_ms=(95.0 + 20.0 * skill) / 3.6,
+        lat_acc=rng.uniform(10.0, 15.0),
+        acc=rng.uniform(4.0, 6.5),
+        brake=rng.uniform(9.0, 13.0),
+        zone_factor=1.0,
+        vmin_ms=KART_MIN_KMH / 3.6,
     )
 
 

@@ -90,13 +90,15 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class CarModel:
-    """What differs between crews: top speed, grip, acceleration, braking, zone manners."""
+    """What differs between crews: top speed, grip, acceleration, braking, zone manners,
+    and the floor of its speed in the tightest bend (a rally car 40 km/h, a kart 25)."""
 
     vmax_ms: float
     lat_acc: float
     acc: float
     brake: float
     zone_factor: float  # speed held in a speed zone, as a fraction of its limit
+    vmin_ms: float = MIN_STAGE_SPEED_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,7 @@ class Profile:
         self.route = route
         nodes = _nodes(route, limits, [d.s for d in dwells])
         target = route.curvature_targets(nodes, car.lat_acc)
-        vmin, vmax = MIN_STAGE_SPEED_MS, min(car.vmax_ms, MAX_STAGE_SPEED_MS)
+        vmin, vmax = car.vmin_ms, min(car.vmax_ms, MAX_STAGE_SPEED_MS)
         v = [min(vmax, max(vmin, x)) for x in target]
         for limit in limits:
             cap = max(vmin, limit.speed_ms)
