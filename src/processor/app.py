@@ -1,10 +1,9 @@
-"""Wiring: settings → components → run loop, signals, HTTP. Explicit start and stop."""
+"""Wiring: settings → components → run loop, on the shared service lifecycle (service.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -23,46 +22,15 @@ from processor.domain_runner.runner import (
     notice_settings,
 )
 from processor.observability.health import HealthProbe
-from processor.observability.http import HttpServer, build_app
 from processor.observability.metrics import Metrics
 from processor.observability.sampler import run_jobs_sampler, run_sampler
 from processor.pipeline.runner import Pipeline
-from processor.storage.migrate import MigrationError, Mode, migrate
-from processor.storage.pool import close_pool_bounded, create_pool, single_connection
+from processor.service import DatabaseRefusedError, Service
+from processor.storage.pool import close_pool_bounded, create_pool
 from processor.storage.writer import PositionWriter
 from processor.stream.client import StreamClient, connect
 
 log = structlog.get_logger(__name__)
-
-
-class DatabaseRefusedError(Exception):
-    """The database cannot be used as configured (a migration error): retrying cannot help."""
-
-
-async def open_pool(settings: Settings, stop: asyncio.Event) -> tuple[asyncpg.Pool, Mode] | None:
-    """Connect (and migrate) with backoff: a database that is still starting is not fatal.
-
-    A schema this release cannot migrate, or TimescaleDB required but unusable, is:
-    `DatabaseRefusedError`, with the one-line reason.
-    """
-    backoff = Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000)
-    while not stop.is_set():
-        try:
-            async with single_connection(
-                settings.database_url.get_secret_value(), settings.db_connect_timeout_s
-            ) as conn:
-                report = await migrate(conn, settings)
-            log.info("schema_ready", mode=report.mode, applied=report.applied)
-            return await create_pool(settings), report.mode
-        except MigrationError as exc:
-            log.error("database_refused", error=str(exc))
-            raise DatabaseRefusedError(str(exc)) from None
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            delay = backoff.next_delay()
-            log.warning("database_unavailable", error=str(exc)[:300], retry_in_s=round(delay, 2))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-    return None
 
 
 @contextlib.asynccontextmanager
@@ -102,78 +70,56 @@ async def run_processor(
     propagated, and the exit code is the pipeline's alone.
     """
     metrics = Metrics()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    pipeline: Pipeline | None = None
     domain = DomainStage(settings, metrics) if with_domain else None
-
-    def on_signal(name: str) -> None:
-        log.info("shutdown_requested", signal=name)
-        stop.set()
-        if pipeline is not None:
-            pipeline.stop()
+    async with Service("processor", settings, metrics) as service:
         if domain is not None:
-            domain.stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig.name)
-
-    redis = connect(settings)
-    try:
-        opened = await open_pool(settings, stop)
-    except DatabaseRefusedError:
-        await redis.aclose()
-        return 2
-    if opened is None:
-        await redis.aclose()
-        return 0
-    pool, mode = opened
-    stream = StreamClient(redis, settings)
-    pipeline = Pipeline(settings, stream, _writer(pool, metrics, settings), metrics)
-    probe = HealthProbe(
-        pool,
-        redis,
-        last_progress=lambda: pipeline.last_progress,
-        loop_running=lambda: pipeline.running,
-        stall_s=settings.ready_stall_s,
-    )
-    server: HttpServer | None = None
-    if settings.http_enabled:
-        server = HttpServer(build_app(metrics, probe), settings.http_host, settings.http_port)
-        port = await server.start()
-        log.info("http_listening", host=settings.http_host, port=port)
-    sampler = asyncio.create_task(run_sampler(stream, pool, metrics))
-    samplers = [sampler]
-    if mode == "timescale" and settings.timescale_jobs_sample_s > 0:
-        samplers.append(
-            asyncio.create_task(run_jobs_sampler(pool, metrics, settings.timescale_jobs_sample_s))
+            service.on_stop(domain.stop)
+        redis = service.redis(settings)
+        try:
+            pool = await service.open_database()
+        except DatabaseRefusedError:
+            return 2
+        if pool is None:
+            return 0
+        stream = StreamClient(redis, settings)
+        pipeline = Pipeline(settings, stream, _writer(pool, metrics, settings), metrics)
+        service.on_stop(pipeline.stop)
+        probe = HealthProbe(
+            pool,
+            redis,
+            last_progress=lambda: pipeline.last_progress,
+            loop_running=lambda: pipeline.running,
+            stall_s=settings.ready_stall_s,
         )
-    domain_task = asyncio.create_task(domain.run(), name="domain") if domain else None
-    log.info(
-        "processor_started",
-        stream=settings.stream,
-        group=settings.group,
-        consumer=settings.consumer,
-        write_method=settings.write_method,
-        with_domain=with_domain,
-    )
-    try:
-        clean = await pipeline.run(until_idle=until_idle)
-        if domain is not None and until_idle and not stop.is_set():
-            # The last batches' notices are on the stream now: let the stage take them too.
-            domain.drain()
-    finally:
-        if domain is not None and domain_task is not None:
-            if not domain.draining:
-                domain.stop()
-            # Draining has no deadline (SIGTERM still stops it); stopping has the shutdown's.
-            timeout = None if domain.draining else settings.shutdown_timeout_s
-            await _finish_domain(domain_task, timeout)
-        await cancel_and_wait(samplers)  # a single cancel() can be lost on Python 3.11
-        if server is not None:
-            await server.stop()
-        await close_pool_bounded(pool)
-        await redis.aclose()
+        if not await service.serve_http(probe):
+            return 2
+        service.background(run_sampler(stream, pool, metrics), "sampler")
+        if service.mode == "timescale" and settings.timescale_jobs_sample_s > 0:
+            service.background(
+                run_jobs_sampler(pool, metrics, settings.timescale_jobs_sample_s), "jobs-sampler"
+            )
+        domain_task = asyncio.create_task(domain.run(), name="domain") if domain else None
+        log.info(
+            "processor_started",
+            stream=settings.stream,
+            group=settings.group,
+            consumer=settings.consumer,
+            write_method=settings.write_method,
+            with_domain=with_domain,
+        )
+        try:
+            clean = await pipeline.run(until_idle=until_idle)
+            if domain is not None and until_idle and not service.stopped.is_set():
+                # The last batches' notices are on the stream now: let the stage take them.
+                domain.drain()
+        finally:
+            if domain is not None and domain_task is not None:
+                if not domain.draining:
+                    domain.stop()
+                # Draining has no deadline (SIGTERM still stops it); stopping has the
+                # shutdown's.
+                timeout = None if domain.draining else settings.shutdown_timeout_s
+                await _finish_domain(domain_task, timeout)
     log.info("processor_stopped", clean=clean)
     return 0 if clean else 1
 
@@ -360,72 +306,37 @@ async def run_domain_stage(settings: Settings, *, until_idle: bool = False) -> i
     (its notices stay pending), notices dead-lettered after crashes, or a crashed stage.
     """
     metrics = Metrics()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    stage: DomainStage | None = None
-
-    def on_signal(name: str) -> None:
-        log.info("shutdown_requested", signal=name)
-        stop.set()
-        if stage is not None:
-            stage.stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig.name)
-
     pool_settings = settings.model_copy(
         update={"db_pool_size": max(settings.db_pool_size, settings.domain_concurrency + 1)}
     )
-    try:
-        opened = await open_pool(pool_settings, stop)
-    except DatabaseRefusedError:
-        return 2
-    if opened is None:
-        return 0
-    pool, _ = opened
-    stage = DomainStage(settings, metrics, pool=pool)
-    redis = connect(stage.settings)
-    probe = HealthProbe(
-        pool,
-        redis,
-        last_progress=lambda: stage.last_progress,
-        loop_running=lambda: stage.running,
-        stall_s=settings.ready_stall_s,
-    )
-    server: HttpServer | None = None
-    sampler: asyncio.Task[None] | None = None
-    try:
-        if settings.http_enabled:
-            server = HttpServer(build_app(metrics, probe), settings.http_host, settings.http_port)
-            try:
-                port = await server.start()
-            except OSError as exc:
-                log.error(
-                    "http_unavailable",
-                    host=settings.http_host,
-                    port=settings.http_port,
-                    error=str(exc),
-                    hint="set another PROCESSOR_HTTP_PORT (or PROCESSOR_HTTP_ENABLED=false)"
-                    " next to a processor run on the same host",
-                )
-                return 2
-            log.info("http_listening", host=settings.http_host, port=port)
-        sampler = asyncio.create_task(
-            run_sampler(StreamClient(redis, stage.settings), pool, metrics)
+    async with Service("domain", settings, metrics) as service:
+        try:
+            pool = await service.open_database(pool_settings)
+        except DatabaseRefusedError:
+            return 2
+        if pool is None:
+            return 0
+        stage = DomainStage(settings, metrics, pool=pool)
+        service.on_stop(stage.stop)
+        redis = service.redis(stage.settings)
+        probe = HealthProbe(
+            pool,
+            redis,
+            last_progress=lambda: stage.last_progress,
+            loop_running=lambda: stage.running,
+            stall_s=settings.ready_stall_s,
+        )
+        if not await service.serve_http(probe):
+            return 2
+        service.background(
+            run_sampler(StreamClient(redis, stage.settings), pool, metrics), "sampler"
         )
         running = asyncio.create_task(stage.run(until_idle=until_idle), name="domain")
-        stopped = asyncio.create_task(stop.wait())
+        stopped = asyncio.create_task(service.stopped.wait())
         await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
         await cancel_and_wait([stopped])
         # Stopped: the batch in hand gets the shutdown timeout, then it is cancelled.
         await _finish_domain(running, settings.shutdown_timeout_s)
-    finally:
-        if sampler is not None:
-            await cancel_and_wait([sampler])
-        if server is not None:
-            await server.stop()
-        await close_pool_bounded(pool)
-        await redis.aclose()
     failures = metrics.registry.get_sample_value("processor_domain_failures_total") or 0.0
     log.info(
         "domain_stage_stopped",
