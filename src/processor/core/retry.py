@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import stamina
 import structlog
-from prometheus_client import Counter
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -35,18 +34,26 @@ class RetryPolicy:
     timeout_s: float | None = None
 
 
+def forever(initial_s: float, max_s: float) -> RetryPolicy:
+    """Until it works (or the task is cancelled: shutdown): for work that must not be lost."""
+    return RetryPolicy(initial_s=initial_s, max_s=max_s, attempts=None, timeout_s=None)
+
+
 async def retrying(
     operation: str,
     call: Callable[[], Awaitable[T]],
     *,
     on: Classify,
     policy: RetryPolicy,
-    counter: Counter,
+    count: Callable[[str], object],
+    event: str = "retrying",
+    **context: Any,
 ) -> T:
     """`await call()`, again while it raises an error `on` classifies, per `policy`.
 
-    `counter` is labelled (operation, error class); the last error is re-raised when the
-    policy gives up, and an error `on` does not classify is raised at once.
+    `count(error_class)` is called once per retry (a metric's `inc`), and the retry is
+    logged as `event` with the operation, error and `context`. The last error is
+    re-raised when the policy gives up; an error `on` does not classify, at once.
     """
     last: list[tuple[str, Exception]] = []  # the error that caused the next attempt
 
@@ -67,14 +74,22 @@ async def retrying(
     ):
         if attempt.num > 1:  # counted when the retry happens, not when giving up
             error_class, exc = last[-1]
-            counter.labels(operation, error_class).inc()
+            count(error_class)
             log.warning(
-                "retrying",
+                event,
                 operation=operation,
                 error_class=error_class,
-                error=f"{type(exc).__name__}: {exc}"[:300],
+                error=describe(exc),
                 attempt=attempt.num,
+                **context,
             )
         with attempt:
             return await call()
     raise AssertionError("unreachable: stamina re-raises once it gives up")  # pragma: no cover
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a log: the SQLSTATE when there is one, the first line of the message."""
+    state = getattr(exc, "sqlstate", None)
+    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return f"{state}: {text}" if state else f"{type(exc).__name__}: {text}"

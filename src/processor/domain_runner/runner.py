@@ -260,7 +260,7 @@ class DomainRunner:
                 lambda: part(mine),
                 on=transient,
                 policy=self._retry,
-                counter=self.metrics.domain_retries,
+                count=lambda error: self.metrics.domain_retries.labels("domain_batch", error).inc(),
             )
 
         done = await asyncio.gather(*(retried(p) for p in parts if p))
@@ -288,7 +288,9 @@ class DomainRunner:
                         functools.partial(self._window, window),
                         on=transient,
                         policy=self._retry,
-                        counter=self.metrics.domain_retries,
+                        count=lambda error: self.metrics.domain_retries.labels(
+                            "domain_window", error
+                        ).inc(),
                     )
                 except Exception as exc:
                     errors.append(exc)

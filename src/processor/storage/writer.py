@@ -8,7 +8,6 @@ until the single offending row is found, and only that row is handed back.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,8 +16,8 @@ from typing import Literal, Protocol
 import asyncpg
 import structlog
 
-from processor.core.backoff import Backoff
 from processor.core.position import Position
+from processor.core.retry import describe, forever, retrying
 from processor.observability.metrics import Metrics
 from processor.storage.errors import ErrorClass, classify
 from processor.storage.pool import STAGE_TABLE
@@ -92,26 +91,28 @@ class PositionWriter:
         return WriteResult(left.inserted + right.inserted, left.failed + right.failed)
 
     async def _write_retrying(self, rows: list[Row]) -> int:
-        backoff = Backoff(self.retry_initial_s, self.retry_max_s)
-        while True:
-            try:
-                return await self._write_once(rows)
-            except Exception as exc:
-                kind = classify(exc)
-                self.metrics.db_errors.labels(kind.value).inc()
-                if kind is ErrorClass.ROW:
-                    raise RowError(_describe(exc)) from exc
-                delay = backoff.next_delay()
-                self.metrics.retries.labels(kind.value).inc()
-                log.warning(
-                    "write_retry",
-                    error_class=kind.value,
-                    error=_describe(exc),
-                    rows=len(rows),
-                    attempt=backoff.attempt,
-                    retry_in_s=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
+        """Until the batch is stored: every error but a row's is retried (an unknown
+        error must never lose a position); a row's is raised for isolation."""
+
+        def retryable(exc: BaseException) -> str | None:
+            kind = classify(exc)
+            self.metrics.db_errors.labels(kind.value).inc()
+            return None if kind is ErrorClass.ROW else kind.value
+
+        try:
+            return await retrying(
+                "write",
+                lambda: self._write_once(rows),
+                on=retryable,
+                policy=forever(self.retry_initial_s, self.retry_max_s),
+                count=lambda error: self.metrics.retries.labels(error).inc(),
+                event="write_retry",
+                rows=len(rows),
+            )
+        except Exception as exc:
+            if classify(exc) is ErrorClass.ROW:
+                raise RowError(describe(exc)) from exc
+            raise
 
     async def _write_once(self, rows: list[Row]) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -122,9 +123,3 @@ class PositionWriter:
                 columns = list(zip(*rows, strict=True)) if rows else [()] * len(COLUMNS)
                 status = await conn.execute(_INSERT_UNNEST, *columns)
         return int(status.rsplit(" ", 1)[1])
-
-
-def _describe(exc: BaseException) -> str:
-    state = getattr(exc, "sqlstate", None)
-    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-    return f"{state}: {text}" if state else f"{type(exc).__name__}: {text}"

@@ -33,7 +33,16 @@ async def test_a_transient_error_is_retried_and_counted() -> None:
             raise _deadlock()
         return "done"
 
-    assert await retrying("op", flaky, on=transient, policy=FAST, counter=counter) == "done"
+    assert (
+        await retrying(
+            "op",
+            flaky,
+            on=transient,
+            policy=FAST,
+            count=lambda error: counter.labels("op", error).inc(),
+        )
+        == "done"
+    )
     assert calls == 3
     labels = {"operation": "op", "error_class": "deadlock"}
     assert registry.get_sample_value("retries_total", labels) == 2
@@ -49,7 +58,13 @@ async def test_an_error_not_classified_is_raised_at_once() -> None:
         raise asyncpg.UndefinedTableError("relation does not exist")
 
     with pytest.raises(asyncpg.UndefinedTableError):
-        await retrying("op", broken, on=transient, policy=FAST, counter=counter)
+        await retrying(
+            "op",
+            broken,
+            on=transient,
+            policy=FAST,
+            count=lambda error: counter.labels("op", error).inc(),
+        )
     assert calls == 1
 
 
@@ -60,7 +75,13 @@ async def test_the_policy_gives_up_with_the_last_error() -> None:
         raise _deadlock()
 
     with pytest.raises(asyncpg.DeadlockDetectedError):
-        await retrying("op", always, on=transient, policy=FAST, counter=counter)
+        await retrying(
+            "op",
+            always,
+            on=transient,
+            policy=FAST,
+            count=lambda error: counter.labels("op", error).inc(),
+        )
     assert (
         registry.get_sample_value("retries_total", {"operation": "op", "error_class": "deadlock"})
         == ATTEMPTS - 1
