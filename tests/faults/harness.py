@@ -66,6 +66,21 @@ def wait_for(predicate: object, timeout: float, interval: float = 0.05) -> bool:
     return False
 
 
+def wait_stable(read: Callable[[], object], for_s: float, timeout: float) -> bool:
+    """Poll until `read()` has returned the same value for `for_s` seconds (False if it is
+    still changing when the timeout passes)."""
+    deadline = time.monotonic() + timeout
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= for_s:
+            return True
+    return False
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -180,7 +195,9 @@ class ProcessorProcess:
     def count_events(self, name: str) -> int:
         return sum(1 for e in self.events() if e.get("event") == name)
 
-    def wait_event(self, name: str, timeout: float = 30) -> bool:
+    def wait_event(self, name: str, timeout: float = 60) -> bool:
+        """Until the child logs `name` (False if it exits first or the timeout passes); the
+        default allows for a loaded machine, where starting a child takes seconds."""
         return wait_for(
             lambda: self.count_events(name) > 0 or not self.alive(), timeout, 0.05
         ) and (self.count_events(name) > 0)
@@ -192,14 +209,14 @@ class ProcessorProcess:
     def http_port(self) -> int:
         """The metrics port the child bound (it runs with PROCESSOR_HTTP_PORT=0)."""
         if self._port is None:
-            assert self.wait_event("http_listening", 30), self.tail()
+            assert self.wait_event("http_listening"), self.tail()
             found = next(e for e in self.events() if e.get("event") == "http_listening")
             self._port = int(found["port"])
         return self._port
 
-    def metrics(self) -> Scrape:
+    def metrics(self, timeout: float = 30) -> Scrape:
         url = f"http://127.0.0.1:{self.http_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             text = response.read().decode()
         self.last_scrape = Scrape.parse(text)
         return self.last_scrape
@@ -539,7 +556,7 @@ class RedisServer:
             str(self.dir / "redis.log"),
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_for(self.ping, 15), "redis-server did not start"
+        assert wait_for(self.ping, 60), "redis-server did not start"
         return self
 
     def ping(self) -> bool:

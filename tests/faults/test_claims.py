@@ -88,9 +88,21 @@ def test_batch_stalled_past_claim_timeout_is_processed_twice_stored_once(
     table_lock.acquire()
     ledger = Ledger()
     add_items(sync_redis, fast.stream, valid_items(100, 20), ledger)
-    assert wait_for(lambda: blocked_writers(sync_db) >= 3, 30)
+    assert wait_for(lambda: blocked_writers(sync_db) >= 3, 60)
+    held_from = time.monotonic()
     hold_s = 3 * fast.claim_idle_ms / 1000
-    time.sleep(hold_s)  # both stall longer than the claim timeout: each claims the other's
+
+    def claimed_so_far() -> float:
+        return sum(
+            p.metrics().value("processor_entries_read_total", source="claimed") for p in (a, b)
+        )
+
+    # Both stall longer than the claim timeout (and until claims show): each claims the
+    # other's.
+    stalled = wait_for(
+        lambda: time.monotonic() - held_from >= hold_s and claimed_so_far() > 0, 90, 0.2
+    )
+    assert stalled, "the stalled batches should have been claimed"
     pending_at_release = group_state(sync_redis, fast)[0]
     table_lock.release()
 

@@ -52,9 +52,21 @@ def _hold_two_batches(
     lock.acquire()
     ledger = Ledger()
     add_items(client, settings.stream, valid_items(50, ENTRIES // 50), ledger)
-    assert wait_for(lambda: blocked_writers(db) == 2, 30), "both batches should wait on the lock"
+    assert wait_for(lambda: blocked_writers(db) == 2, 60), "both batches should wait on the lock"
     assert group_state(client, settings)[0] == ENTRIES
     return ledger, proc
+
+
+def processor_backends(db: Db) -> int:
+    """Backends of processor connections to this database (live or orphaned)."""
+    found = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'processor'"
+    ).fetchone()
+    assert found is not None
+    value = found[0]
+    assert isinstance(value, int)
+    return value
 
 
 def test_kill_9_before_the_commit_loses_nothing(
@@ -68,7 +80,9 @@ def test_kill_9_before_the_commit_loses_nothing(
     ledger, first = _hold_two_batches(spawn, fast, sync_redis, sync_db, table_lock)
     first.kill9()
     table_lock.release()
-    time.sleep(0.5)  # the orphaned INSERTs run now, but nobody commits them
+    # The orphaned INSERTs run now, but nobody commits them: their backends end with
+    # their transactions rolled back.
+    assert wait_for(lambda: processor_backends(sync_db) == 0, 60)
     assert row_count(sync_db) == 0
     assert group_state(sync_redis, fast)[0] == ENTRIES
 
@@ -101,7 +115,7 @@ def test_kill_9_after_commit_before_xack_counts_duplicates(
     )
     proxy.pause()  # Redis stalls: the MULTI/EXEC after the commit cannot get through
     table_lock.release()
-    assert wait_for(lambda: row_count(sync_db) == ENTRIES, 20), "both batches should commit"
+    assert wait_for(lambda: row_count(sync_db) == ENTRIES, 60), "both batches should commit"
     time.sleep(0.3)  # the acknowledgement is now stuck in the proxy
     first.kill9()
     proxy.cut()  # drop the stuck XACK with the dead process's connections

@@ -28,6 +28,7 @@ from tests.faults.harness import (
     redis_port,
     valid_items,
     wait_for,
+    wait_stable,
     with_resends,
 )
 
@@ -68,7 +69,7 @@ def test_redis_restart_with_aof_keeps_the_pending_list(
         ledger = Ledger()
         add_items(client, settings.stream, with_resends(valid_items(100, 30), 0.05, 2), ledger)
         assert wait_for(lambda: blocked_writers(sync_db) >= 1, 20)
-        assert _stable(lambda: group_state(client, settings)[0], 0.6, 20)
+        assert wait_stable(lambda: group_state(client, settings)[0], 0.6, 60)
         before = pending_ids(client, settings)
         server.kill9()
         time.sleep(1.0)
@@ -84,20 +85,6 @@ def test_redis_restart_with_aof_keeps_the_pending_list(
     finally:
         client.close()
     record(**outcome.summary(), pending_across_restart=len(before))
-
-
-def _stable(read: Callable[[], int], for_s: float, timeout: float) -> bool:
-    """The value stopped changing for `for_s` seconds."""
-    deadline = time.monotonic() + timeout
-    last, since = read(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = read()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= for_s:
-            return True
-    return False
 
 
 def test_redis_restart_without_persistence_recreates_the_group(
@@ -162,7 +149,7 @@ def test_connection_dropped_during_blocking_read(
     assert proc.wait_event("processor_started"), proc.tail()
     # An idle stream: cut twice while the read is blocked server-side.
     proxy.cut_on(b"BLOCK", forward=True, times=2, delay_s=0.05)
-    assert wait_for(lambda: proxy.fired() == 2, 10)
+    assert wait_for(lambda: proxy.fired() == 2, 60)
     # Entries waiting: three reads deliver entries whose reply never arrives. They are
     # pending for this consumer but unknown to it, until its claimer takes them back.
     proxy.pause(up=True, down=False)

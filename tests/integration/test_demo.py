@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 
@@ -16,6 +17,7 @@ from processor.core.settings import Settings
 from processor.tools.demo import (
     DemoOptions,
     RollingRate,
+    _stop_feeder,
     build_simulation,
     demo_settings,
     histogram_quantile,
@@ -72,6 +74,25 @@ async def test_demo_stores_positions_dead_letters_and_prints_a_summary(
         await db.execute(
             "DELETE FROM telemetry.positions WHERE device_id = ANY($1::text[])", device_ids
         )
+
+
+async def test_the_simulator_is_stopped_even_when_it_loses_the_first_cancel() -> None:
+    """On Python 3.11 a cancel that lands as a pipelined XADD completes is lost (see
+    `cancel_and_wait`); the simulator then sleeps until its next entry is due, which
+    under load made the demo outlive its duration by minutes."""
+    lost = asyncio.Event()
+
+    async def simulator() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # the lost cancellation
+            await asyncio.sleep(600)
+        lost.set()
+        await asyncio.sleep(600)  # the next entry is due in ten minutes
+
+    feeder = asyncio.create_task(simulator())
+    await asyncio.sleep(0)
+    assert await asyncio.wait_for(_stop_feeder(feeder), 60) is None
+    assert lost.is_set()
+    assert feeder.cancelled()
 
 
 def test_demo_settings_keep_the_demo_apart_from_the_real_stream(settings: Settings) -> None:

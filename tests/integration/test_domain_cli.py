@@ -215,7 +215,7 @@ async def test_domain_process_is_ready_and_stops_cleanly_on_sigterm(
         await wait_until(ready, 30, "/readyz")
         assert readyz(port)[1]["checks"] == {"postgres": "ok", "redis": "ok", "consumer": "ok"}
         proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 15)
+        code = await asyncio.wait_for(proc.wait(), 60)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -366,7 +366,7 @@ async def test_supervisor_restarts_a_crashed_domain_runner(
         await wait_until(caught_up, 60, "the restarted stage to handle every notice")
     finally:
         stage.stop()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 30)
     assert metrics.registry.get_sample_value("processor_domain_restarts_total") == 2
     assert (metrics.registry.get_sample_value("processor_domain_notices_total") or 0) > 0
     assert await event_db.fetchval("SELECT count(*) FROM public.timing_records") > 0
@@ -402,16 +402,31 @@ async def test_failed_notices_are_retried_while_traffic_continues(
     try:
         await redis_client.xadd(settings.notice_stream, notice("FIRST", BASE_MS))  # type: ignore[arg-type]
         started = time.monotonic()
-        seconds = settings.claim_idle_ms / 1000 + 3
+        # Traffic goes on until the failed notice is redone (about claim_idle +
+        # claim_interval), or for a deadline long enough for a loaded machine.
+        seconds = settings.claim_idle_ms / 1000 + 60
         sent = 0
         while time.monotonic() - started < seconds:  # a notice every 20 ms: never idle
             await redis_client.xadd(settings.notice_stream, notice("STEADY", BASE_MS + sent))  # type: ignore[arg-type]
             sent += 1
+            if any(w.device_id == "FIRST" for _, w in handled):
+                break
             await asyncio.sleep(0.02)
         traffic_ended = time.monotonic()
+
+        async def steady_done() -> bool:
+            covered = {
+                ms
+                for _, w in handled
+                if w.device_id == "STEADY"
+                for ms in range(w.start_ms, w.end_ms + 1)
+            }
+            return covered >= set(range(BASE_MS, BASE_MS + sent))
+
+        await wait_until(steady_done, 60, "every steady notice to be handled")
     finally:
         runner.stop()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 30)
         await pool.close()
         await redis.aclose()
     assert failed_once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import asyncpg
 import msgspec
@@ -35,8 +36,12 @@ class Recorder:
 
 
 async def run_domain(
-    settings: Settings, handler: Recorder, metrics: Metrics, seconds: float | None = None
+    settings: Settings,
+    handler: Recorder,
+    metrics: Metrics,
+    until: Callable[[], bool] | None = None,
 ) -> None:
+    """Until idle; with `until`, until it holds (or a loaded machine's deadline passes)."""
     domain_settings = notice_settings(settings)
     redis = connect(domain_settings)
     pool = await create_pool(settings)
@@ -44,13 +49,18 @@ async def run_domain(
         runner = DomainRunner(
             domain_settings, StreamClient(redis, domain_settings), pool, handler, metrics
         )
-        if seconds is None:
-            await asyncio.wait_for(runner.run(until_idle=True), 30)
+        if until is None:
+            await asyncio.wait_for(runner.run(until_idle=True), 60)
         else:
             task = asyncio.create_task(runner.run())
-            await asyncio.sleep(seconds)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while loop.time() < deadline:
+                if until():
+                    break
+                await asyncio.sleep(0.05)
             runner.stop()
-            await asyncio.wait_for(task, 10)
+            await asyncio.wait_for(task, 30)
     finally:
         await pool.close()
         await redis.aclose()
@@ -88,10 +98,17 @@ async def test_core_stores_everything_while_the_domain_stage_fails(
     entries = [entry(f"F{d}", BASE_MS + s * 1000) for d in range(20) for s in range(250)]
     await add_all(redis_client, settings.stream, entries)
     domain_metrics = Metrics()
+    core_done = asyncio.Event()
+
+    def failed_while_core_ran() -> bool:  # both sides had their turn
+        failures = domain_metrics.registry.get_sample_value("processor_domain_failures_total")
+        return core_done.is_set() and (failures or 0) >= 1
+
     failing = asyncio.create_task(
-        run_domain(settings, Recorder(fail=True), domain_metrics, seconds=4)
+        run_domain(settings, Recorder(fail=True), domain_metrics, until=failed_while_core_ran)
     )
     core_metrics = await drain(settings)
+    core_done.set()
     await failing
     assert await db.fetchval("SELECT count(*) FROM telemetry.positions") == 5000
     assert (await redis_client.xpending(settings.stream, settings.group))["pending"] == 0

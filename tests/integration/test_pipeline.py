@@ -43,6 +43,17 @@ async def pending_count(redis: aioredis.Redis, settings: Settings) -> int:
     return int(info["pending"])
 
 
+async def until_rows(db: asyncpg.Connection, rows: int) -> None:
+    """Poll until positions holds `rows` rows, or a deadline long enough for a loaded
+    machine passes; the test's assertions that follow say what is wrong."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while loop.time() < deadline:
+        if await db.fetchval("SELECT count(*) FROM telemetry.positions") == rows:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_every_entry_ends_as_row_duplicate_or_dead_letter(
     settings: Settings, redis_client: aioredis.Redis, db: asyncpg.Connection
 ) -> None:
@@ -199,10 +210,7 @@ async def test_entries_of_a_dead_consumer_are_claimed(
     metrics = Metrics()
     async with open_pipeline(fast, metrics) as pipeline:
         task = asyncio.create_task(pipeline.run())
-        for _ in range(100):
-            await asyncio.sleep(0.1)
-            if await db.fetchval("SELECT count(*) FROM telemetry.positions") == 30:
-                break
+        await until_rows(db, 30)
         pipeline.stop()
         assert await task
     assert await db.fetchval("SELECT count(*) FROM telemetry.positions") == 30
@@ -234,16 +242,10 @@ async def test_lost_group_is_recreated_from_zero(
     metrics = Metrics()
     async with open_pipeline(settings, metrics) as pipeline:
         task = asyncio.create_task(pipeline.run())
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if await db.fetchval("SELECT count(*) FROM telemetry.positions") == 20:
-                break
+        await until_rows(db, 20)
         await redis_client.xgroup_destroy(settings.stream, settings.group)
         await add_all(redis_client, settings.stream, [entry("GRP", BASE_MS + 10**6)])
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if await db.fetchval("SELECT count(*) FROM telemetry.positions") == 21:
-                break
+        await until_rows(db, 21)
         pipeline.stop()
         assert await task
     assert counter(metrics, "processor_group_recreated") >= 1

@@ -34,6 +34,7 @@ from rich.table import Table
 from processor.app import open_pipeline
 from processor.core.position import Position
 from processor.core.settings import Settings, load_settings, redact_url
+from processor.core.tasks import cancel_and_wait
 from processor.observability.metrics import Metrics
 from processor.observability.sampler import sample_once
 from processor.pipeline.runner import Pipeline
@@ -282,8 +283,13 @@ async def _prepare(settings: Settings, console: Console) -> None:
 
 
 async def _stop_feeder(feeder: asyncio.Task[object]) -> str | None:
-    """Cancel the simulator if it still runs; its failure, if it had one, as text."""
-    feeder.cancel()
+    """Cancel the simulator if it still runs; its failure, if it had one, as text.
+
+    Cancelled until it has ended: one cancel() can be lost on Python 3.11 when it lands
+    as a pipelined XADD completes (see `cancel_and_wait`), and the simulator would then
+    sleep until its next entry is due, which at a demo's pace can be minutes.
+    """
+    await cancel_and_wait([feeder])
     results = await asyncio.gather(feeder, return_exceptions=True)
     return str(results[0]) if isinstance(results[0], Exception) else None
 
