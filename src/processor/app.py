@@ -21,7 +21,6 @@ from processor.domain_runner.runner import (
     WindowHandler,
     notice_settings,
 )
-from processor.observability.health import HealthProbe
 from processor.observability.metrics import Metrics
 from processor.observability.sampler import run_jobs_sampler, run_sampler
 from processor.pipeline.runner import Pipeline
@@ -84,14 +83,7 @@ async def run_processor(
         stream = StreamClient(redis, settings)
         pipeline = Pipeline(settings, stream, _writer(pool, metrics, settings), metrics)
         service.on_stop(pipeline.stop)
-        probe = HealthProbe(
-            pool,
-            redis,
-            last_progress=lambda: pipeline.last_progress,
-            loop_running=lambda: pipeline.running,
-            stall_s=settings.ready_stall_s,
-        )
-        if not await service.serve_http(probe):
+        if not await service.serve_http(redis, pipeline):
             return 2
         service.background(run_sampler(stream, pool, metrics), "sampler")
         if service.mode == "timescale" and settings.timescale_jobs_sample_s > 0:
@@ -319,14 +311,7 @@ async def run_domain_stage(settings: Settings, *, until_idle: bool = False) -> i
         stage = DomainStage(settings, metrics, pool=pool)
         service.on_stop(stage.stop)
         redis = service.redis(stage.settings)
-        probe = HealthProbe(
-            pool,
-            redis,
-            last_progress=lambda: stage.last_progress,
-            loop_running=lambda: stage.running,
-            stall_s=settings.ready_stall_s,
-        )
-        if not await service.serve_http(probe):
+        if not await service.serve_http(redis, stage):
             return 2
         service.background(
             run_sampler(StreamClient(redis, stage.settings), pool, metrics), "sampler"

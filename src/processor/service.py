@@ -15,7 +15,7 @@ import contextlib
 import signal
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -63,6 +63,16 @@ async def open_pool(settings: Settings, stop: asyncio.Event) -> tuple[asyncpg.Po
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
     return None
+
+
+class Loop(Protocol):
+    """What readiness asks of the command's main loop."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def last_progress(self) -> float: ...
 
 
 class Service:
@@ -138,11 +148,20 @@ class Service:
         self.pool, self.mode = opened
         return self.pool
 
-    async def serve_http(self, probe: HealthProbe) -> bool:
-        """`/metrics`, `/healthz`, `/readyz` when enabled; False if the port is taken."""
+    async def serve_http(self, redis: aioredis.Redis, loop: Loop) -> bool:
+        """`/metrics`, `/healthz`, `/readyz` (the database, Redis and `loop` making
+        progress) when enabled; False if the port is taken."""
         s = self.settings
         if not s.http_enabled:
             return True
+        assert self.pool is not None, "open_database first"
+        probe = HealthProbe(
+            self.pool,
+            redis,
+            last_progress=lambda: loop.last_progress,
+            loop_running=lambda: loop.running,
+            stall_s=s.ready_stall_s,
+        )
         server = HttpServer(build_app(self.metrics, probe), s.http_host, s.http_port)
         try:
             port = await server.start()
