@@ -197,7 +197,8 @@ def replay(
         bool, typer.Option("--dry-run", help="Print the differences, write nothing.")
     ] = False,
 ) -> None:
-    """Recompute one device's timing records over a time range, from stored positions."""
+    """Recompute one device's outputs from a time range on, from stored positions: timing
+    records in the range, alerts from its start, the results whose timing changed."""
     _replay(
         device_id=device,
         entry_id=entry,
@@ -226,8 +227,8 @@ def recompute(
         ),
     ] = False,
 ) -> None:
-    """Recompute a stage's timing records, penalties, results and ranking (after a
-    geofence, rule or official's change)."""
+    """Recompute a stage's timing records, penalties, results, ranking and its entries'
+    alerts (after a geofence, rule or official's change)."""
     if republish and dry_run:
         typer.echo("--republish writes; it cannot be combined with --dry-run", err=True)
         raise typer.Exit(2)

@@ -132,7 +132,7 @@ async def group_info(redis: aioredis.Redis, stream: str, group: str) -> dict[str
 async def event_db(db: asyncpg.Connection) -> asyncpg.Connection:
     await db.execute(
         "TRUNCATE public.timing_records, telemetry.outbox, telemetry.position_attributes,"
-        " telemetry.domain_outputs"
+        " telemetry.domain_outputs, telemetry.domain_progress"
     )
     await load_event_rows(db, read_event_file())
     return db

@@ -19,8 +19,9 @@ from processor.domain.geofences import GeofenceIndex
 from processor.domain.timing import recompute_window
 from processor.domain_runner.config_source import ConfigSource
 from processor.domain_runner.fixes import read_range
-from processor.domain_runner.outputs import DomainOutputs, record_key
+from processor.domain_runner.outputs import DomainOutputs
 from processor.domain_runner.runner import DomainRunner, notice_settings
+from processor.domain_runner.timing_records import record_key
 from processor.observability.metrics import Metrics
 from processor.storage.pool import create_pool
 from processor.stream.client import StreamClient, connect
@@ -68,7 +69,7 @@ async def stored_records(db: asyncpg.Connection) -> dict[str, int]:
 async def event_db(db: asyncpg.Connection) -> asyncpg.Connection:
     await db.execute(
         "TRUNCATE public.timing_records, telemetry.outbox, telemetry.position_attributes,"
-        " telemetry.domain_outputs"
+        " telemetry.domain_outputs, telemetry.domain_progress"
     )
     await load_event_rows(db, read_event_file())
     return db
@@ -145,7 +146,7 @@ async def test_same_records_whatever_the_arrival_order(
     # Again from scratch, every device's records shuffled and uploaded newest-first in bursts.
     await event_db.execute(
         "TRUNCATE telemetry.positions, public.timing_records, telemetry.outbox,"
-        " telemetry.domain_outputs"
+        " telemetry.domain_outputs, telemetry.domain_progress"
     )
     await redis_client.delete(settings.stream, settings.notice_stream)
     by_device: dict[str, list[Entry]] = defaultdict(list)

@@ -29,12 +29,12 @@ from processor.domain.rules import parse_rules
 from processor.domain_runner.config_source import ConfigSource
 from processor.domain_runner.outputs import DomainOutputs
 from processor.domain_runner.race import Race
+from processor.domain_runner.recompute import load_snapshot, recompute_stage
 from processor.domain_runner.runner import DomainRunner, notice_settings
 from processor.observability.metrics import Metrics
 from processor.storage.pool import create_pool
 from processor.stream.client import StreamClient, connect
 from processor.tools.event_loader import load_event_rows, read_event_file
-from processor.tools.replay import load_snapshot, recompute_stage
 from processor.tools.simulator import ground_truth
 from processor.tools.simulator.event import SampleEvent, load_event
 from processor.tools.simulator.generator import Entry, GeneratorConfig, Simulation
@@ -58,7 +58,7 @@ pytestmark = pytest.mark.integration
 DEVICES = 5
 # The live-feed test's slices of arrival time, and the share of windows it expects
 # settled in the batch: 77 of 95 when standing cars off their stages are settled there,
-# 60 of 95 when `Race.ordinary` ignores active spans.
+# 60 of 95 when `ordinary` ignores active spans.
 SLICE_MS = 20_000
 FAST_SHARE = 0.75
 EVENT_END_MS = 1777644000000  # 2026-05-01T14:00Z: every stage closed
@@ -72,6 +72,7 @@ async def race_db(db: asyncpg.Connection) -> asyncpg.Connection:
     await db.execute(
         "TRUNCATE public.timing_records, public.stage_results, public.penalties, public.alerts,"
         " telemetry.outbox, telemetry.position_attributes, telemetry.domain_outputs,"
+        " telemetry.domain_progress,"
         " telemetry.positions"
     )
     await load_event_rows(db, read_event_file())
@@ -402,7 +403,7 @@ async def test_live_feed_in_slices_puts_standing_cars_on_the_fast_path_and_still
 ) -> None:
     """Stage 1 fed as it happens, 20 s at a time: cars queueing at the start and parked
     after the finish stand still off every active span, so their windows are settled in
-    the batch (`Race.ordinary` with the entries' active spans); the car stopping on the
+    the batch (`ordinary` with the entries' active spans); the car stopping on the
     stage still raises exactly the alert the whole-stage feed raises, and nothing else."""
     sim = simulate(Scenario(entry=2, stage=1, action=Stop(fraction=0.5, duration_s=120)))
     stage = next(s for s in sim.event.stages if s.id == 1)
@@ -442,7 +443,7 @@ async def test_live_feed_in_slices_puts_standing_cars_on_the_fast_path_and_still
     ]
     # Most windows were settled in the batch, queueing and parked ones included: a car
     # stands still at its start for a minute and after its finish for 30 s, and with
-    # `Race.ordinary` blind to active spans those windows all took the full path.
+    # `ordinary` blind to active spans those windows all took the full path.
     fast = registry.get_sample_value("processor_domain_fast_windows_total") or 0.0
     windows = registry.get_sample_value("processor_domain_windows_total") or 0.0
     assert windows > 0

@@ -20,11 +20,25 @@ import redis.asyncio as aioredis
 
 from processor.core.settings import Settings
 from processor.domain.projection import LocalProjection
-from processor.domain_runner import fixes as fixes_module
-from processor.domain_runner import outputs as outputs_module
+from processor.domain_runner import (
+    alerts,
+    fast_path,
+    fixes,
+    full_path,
+    outputs,
+    race,
+    recompute,
+    store,
+    timing_records,
+)
+from processor.domain_runner.recompute import (
+    ReplayReport,
+    load_snapshot,
+    recompute_stage,
+    replay_device,
+)
 from processor.tools import replay as replay_module
 from processor.tools.event_loader import load_event_rows, read_event_file
-from processor.tools.replay import ReplayReport, load_snapshot, recompute_stage, replay_device
 from processor.tools.simulator.event import load_event
 from processor.tools.simulator.generator import GeneratorConfig, Simulation
 from tests.integration.test_domain_timing import feed
@@ -115,7 +129,7 @@ async def live(
     """
     await db.execute(
         "TRUNCATE public.timing_records, telemetry.outbox, telemetry.position_attributes,"
-        " telemetry.domain_outputs"
+        " telemetry.domain_outputs, telemetry.domain_progress"
     )
     await load_event_rows(db, read_event_file())
     simulation = Simulation(load_event(), GeneratorConfig(devices=DEVICES, seed=3))
@@ -139,6 +153,7 @@ async def test_recompute_right_after_live_processing_finds_no_difference(
     records = await all_records(live)
     reports = await dry_run_all(live)
     assert [r.changes for r in reports] == [[], [], []]
+    assert [r.alerts for r in reports] == [[], [], []]  # the alerts too: live equals replay
     # Every live record was recomputed (and found identical) by exactly one stage's range.
     assert sum(r.unchanged for r in reports) == len(records)
 
@@ -157,6 +172,7 @@ async def test_recompute_right_after_live_processing_finds_no_difference(
     for device in sorted(devices):
         report = await replay_device(live, snapshot, device, day, dry_run=True)
         assert report.changes == []
+        assert report.alerts == []
         unchanged += report.unchanged
     assert unchanged == len(records)
 
@@ -274,7 +290,19 @@ async def test_manual_records_are_never_touched(live: asyncpg.Connection) -> Non
 
 async def test_positions_are_never_written(settings: Settings, live: asyncpg.Connection) -> None:
     # Nothing in the code path can write them ...
-    for module in (replay_module, outputs_module, fixes_module):
+    code_path = (
+        replay_module,
+        recompute,
+        outputs,
+        fast_path,
+        full_path,
+        timing_records,
+        alerts,
+        race,
+        store,
+        fixes,
+    )
+    for module in code_path:
         source = inspect.getsource(module)
         assert not re.search(
             r"(INSERT\s+INTO|UPDATE|DELETE\s+FROM|TRUNCATE|COPY)\s+telemetry\.positions",

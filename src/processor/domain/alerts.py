@@ -636,16 +636,32 @@ def _last_position(p: Position) -> dict[str, Detail]:
 # --- GPS jump -----------------------------------------------------------------------------
 
 
+class Jump(NamedTuple):
+    distance_m: float
+    implied_kmh: float
+
+
+def jump_between(a: Position, b: Position, rule: GpsJumpRule) -> Jump | None:
+    """Whether the step from valid fix `a` to the next valid fix `b` (later) is a GPS
+    jump: at least `min_distance_m` long, implied speed above `max_speed_kmh`. The one
+    test both `detect_gps_jumps` and the fast path (`domain.ordinary`) apply."""
+    distance = _distance_m(a, b)
+    if distance < rule.min_distance_m:
+        return None
+    speed = _kmh(a, b, distance)
+    return Jump(distance, speed) if speed > rule.max_speed_kmh else None
+
+
 def detect_gps_jumps(track: Track, rule: GpsJumpRule) -> list[AlertSpan]:
     """Consecutive valid fixes at least `min_distance_m` apart whose implied speed is
-    above `max_speed_kmh`: an instant (started = ended) warning at the later fix,
-    anywhere (on a stage or not)."""
+    above `max_speed_kmh` (`jump_between`): an instant (started = ended) warning at the
+    later fix, anywhere (on a stage or not)."""
     found: list[AlertSpan] = []
     for a, b in itertools.pairwise(track.fixes):
-        distance = _distance_m(a, b)
-        speed = _kmh(a, b, distance)
-        if distance < rule.min_distance_m or speed <= rule.max_speed_kmh:
+        jump = jump_between(a, b, rule)
+        if jump is None:
             continue
+        distance, speed = jump
         details: dict[str, Detail] = {
             "max_speed_kmh": rule.max_speed_kmh,
             "min_distance_m": rule.min_distance_m,

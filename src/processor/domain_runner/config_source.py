@@ -18,9 +18,11 @@ from typing import Any
 import msgspec
 import structlog
 
+from processor.domain.alerts import RouteIndex
 from processor.domain.attributes import IoMapping, MappingTable
-from processor.domain.config import DomainConfig, RowError, load_rows
+from processor.domain.config import DomainConfig, RowError, Stage, load_rows
 from processor.domain.geofences import GeofenceIndex
+from processor.domain.rules import DEFAULT_RULES, EventRules
 from processor.storage.pool import DbConnection
 
 log = structlog.get_logger(__name__)
@@ -143,6 +145,26 @@ class Snapshot:
         return sorted(
             (e for e in self._entries.values() if e.event == event_id), key=lambda e: e.id
         )
+
+    def rules_of(self, event_id: int) -> EventRules:
+        """The event's rules (the defaults for an event the configuration lacks)."""
+        event = self.config.event(event_id)
+        return DEFAULT_RULES if event is None else event.rules
+
+    def stages_of_event(self, event_id: int) -> list[Stage]:
+        """The event's stages in running order (sequence, then id)."""
+        return sorted(
+            (s for s in self.config.stages if s.event == event_id),
+            key=lambda s: (s.sequence, s.id),
+        )
+
+    @cached_property
+    def routes(self) -> RouteIndex | None:
+        """The stage routes in the geofences' frame, built once per snapshot (None
+        without geofences: no frame)."""
+        if self.index is None:
+            return None
+        return RouteIndex(self.config.stages, self.index.projection)
 
 
 class ConfigSource:

@@ -7,6 +7,10 @@ Directus tables have no index it may add, ADR 0010), diffs them against a fresh
 computation, and applies only the difference: to its record, to the published rows
 (never touching `source = 'manual'` ones), and as one outbox event per change, all in
 the caller's transaction. A recompute that changes nothing writes nothing.
+
+Invariant: an output's `data` is its collection's row type (`processor.domain.rows`,
+named by `tables.py`), read back typed and written as the same JSON, so the record, the
+published rows and the outbox see one shape whatever wrote them.
 """
 
 from __future__ import annotations
@@ -14,20 +18,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
+from processor.domain.rows import Placing
 from processor.storage.pool import DbConnection
 
 Change = Literal["created", "updated", "deleted"]
 ColumnType = Literal["int", "bigint", "text", "ts", "json"]
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
+D = TypeVar("D", bound=msgspec.Struct)
 
 
-class Output(msgspec.Struct, frozen=True):
-    """One automatic output. `data` holds the published row's columns (times in ms)."""
+class Output(msgspec.Struct, Generic[D], frozen=True):
+    """One automatic output. `data` is the published row (`processor.domain.rows`)."""
 
     collection: str
     key: str
@@ -35,40 +42,62 @@ class Output(msgspec.Struct, frozen=True):
     stage: int | None
     entry: int | None
     at_ms: int
-    data: dict[str, Any]
+    data: D
 
 
 @dataclass(frozen=True)
-class Published:
-    """How one collection is published in Directus's schema."""
+class Collection(Generic[D]):
+    """A collection of outputs and the type of its rows. `partial`: the row type is a
+    part of the stored one (only its fields are read)."""
 
-    table: str
-    columns: Mapping[str, ColumnType]
+    name: str
+    row: type[D]
+    partial: bool = False
+
+    @cached_property
+    def decoder(self) -> msgspec.json.Decoder[D]:
+        return msgspec.json.Decoder(self.row)
+
+    @cached_property
+    def data_sql(self) -> str:
+        """The select-list item of `data`, as text (`o`: telemetry.domain_outputs)."""
+        if not self.partial:
+            return "o.data::text AS data"
+        picked = ", ".join(f"'{f}', o.data->'{f}'" for f in self.row.__struct_fields__)
+        return f"jsonb_build_object({picked})::text AS data"
+
+
+@dataclass(frozen=True)
+class Published(Collection[D]):
+    """How one collection is published in Directus's schema: its table (`name`) and the
+    columns of the row it publishes there."""
+
+    columns: Mapping[str, ColumnType] = field(default_factory=dict)
     # SQL for SET of the upsert's columns not simply copied (e.g. alert status).
     overrides: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
-class Diff:
-    created: list[Output] = field(default_factory=list)
-    updated: list[Output] = field(default_factory=list)
-    deleted: list[Output] = field(default_factory=list)
+class Diff(Generic[D]):
+    created: list[Output[D]] = field(default_factory=list)
+    updated: list[Output[D]] = field(default_factory=list)
+    deleted: list[Output[D]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.created or self.updated or self.deleted)
 
-    def changes(self) -> Iterable[tuple[Output, Change]]:
+    def changes(self) -> Iterable[tuple[Output[D], Change]]:
         yield from ((o, "created") for o in self.created)
         yield from ((o, "updated") for o in self.updated)
         yield from ((o, "deleted") for o in self.deleted)
 
 
-_SELECT = (
-    "SELECT collection, key, event, stage, entry, at_ms, data::text FROM telemetry.domain_outputs"
-)
+def _select(collection: Collection[Any]) -> str:
+    return f"SELECT o.collection, o.key, o.event, o.stage, o.entry, o.at_ms, {collection.data_sql}"
 
 
-def _outputs(rows: Iterable[Any]) -> dict[str, Output]:
+def _outputs(collection: Collection[D], rows: Iterable[Any]) -> dict[str, Output[D]]:
+    decode = collection.decoder.decode
     return {
         r["key"]: Output(
             r["collection"],
@@ -77,7 +106,7 @@ def _outputs(rows: Iterable[Any]) -> dict[str, Output]:
             r["stage"],
             r["entry"],
             r["at_ms"],
-            _decode(r["data"]),
+            decode(r["data"]),
         )
         for r in rows
     }
@@ -85,38 +114,41 @@ def _outputs(rows: Iterable[Any]) -> dict[str, Output]:
 
 async def of_entry(
     conn: DbConnection,
-    collection: str,
+    collection: Collection[D],
     entry: int,
     lo_ms: int,
     hi_ms: int,
     kinds: Sequence[str] | None = None,
-) -> dict[str, Output]:
+) -> dict[str, Output[D]]:
     """Outputs of an entry with `lo_ms <= at_ms < hi_ms` (of these `kinds` only)."""
-    sql = f"{_SELECT} WHERE collection = $1 AND entry = $2 AND at_ms >= $3 AND at_ms < $4"
+    sql = (
+        f"{_select(collection)} FROM telemetry.domain_outputs o"
+        " WHERE o.collection = $1 AND o.entry = $2 AND o.at_ms >= $3 AND o.at_ms < $4"
+    )
     if kinds is None:
-        rows = await conn.fetch(sql, collection, entry, lo_ms, hi_ms)
+        rows = await conn.fetch(sql, collection.name, entry, lo_ms, hi_ms)
     else:
-        sql += " AND data->>'kind' = ANY($5::text[])"
-        rows = await conn.fetch(sql, collection, entry, lo_ms, hi_ms, list(kinds))
-    return _outputs(rows)
+        sql += " AND o.data->>'kind' = ANY($5::text[])"
+        rows = await conn.fetch(sql, collection.name, entry, lo_ms, hi_ms, list(kinds))
+    return _outputs(collection, rows)
 
 
 async def of_entries(
     conn: DbConnection,
-    collection: str,
+    collection: Collection[D],
     spans: dict[int, tuple[int, int]],
     kinds: Sequence[str] | None = None,
-) -> dict[int, dict[str, Output]]:
+) -> dict[int, dict[str, Output[D]]]:
     """`of_entry` for many entries at once: entry → (lo_ms, hi_ms)."""
     entries = sorted(spans)
     sql = (
-        "SELECT o.collection, o.key, o.event, o.stage, o.entry, o.at_ms, o.data::text"
+        f"{_select(collection)}"
         " FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS w(e, lo, hi)"
         " JOIN telemetry.domain_outputs o ON o.collection = $1 AND o.entry = w.e"
         " AND o.at_ms >= w.lo AND o.at_ms < w.hi"
     )
     args: list[Any] = [
-        collection,
+        collection.name,
         entries,
         [spans[e][0] for e in entries],
         [spans[e][1] for e in entries],
@@ -125,14 +157,14 @@ async def of_entries(
         sql += " AND o.data->>'kind' = ANY($5::text[])"
         args.append(list(kinds))
     rows = await conn.fetch(sql, *args)
-    found: dict[int, dict[str, Output]] = {e: {} for e in entries}
-    for key, o in _outputs(rows).items():
+    found: dict[int, dict[str, Output[D]]] = {e: {} for e in entries}
+    for key, o in _outputs(collection, rows).items():
         found[o.entry or 0][key] = o
     return found
 
 
-def merge(diffs: Iterable[Diff]) -> Diff:
-    merged = Diff()
+def merge(diffs: Iterable[Diff[D]]) -> Diff[D]:
+    merged: Diff[D] = Diff()
     for d in diffs:
         merged.created += d.created
         merged.updated += d.updated
@@ -144,27 +176,23 @@ Pair = tuple[int, int]  # (stage, entry)
 
 
 async def of_pairs(
-    conn: DbConnection, collection: str, pairs: Sequence[Pair], fields: Sequence[str] | None = None
-) -> dict[Pair, dict[str, Output]]:
-    """Outputs of many (stage, entry) pairs in one query; with `fields`, only those
-    top-level fields of `data` (a timing record's bracketing fixes and details are not
-    what a result is computed from)."""
-    data = "o.data::text"
-    if fields is not None:
-        picked = ", ".join(f"'{f}', o.data->'{f}'" for f in fields)
-        data = f"jsonb_build_object({picked})::text AS data"
+    conn: DbConnection, collection: Collection[D], pairs: Sequence[Pair]
+) -> dict[Pair, dict[str, Output[D]]]:
+    """Outputs of many (stage, entry) pairs in one query (of a partial collection, only
+    its fields: a timing record's bracketing fixes and details are not what a result is
+    computed from)."""
     unique = sorted(set(pairs))
     rows = await conn.fetch(
-        f"SELECT o.collection, o.key, o.event, o.stage, o.entry, o.at_ms, {data}"
+        f"{_select(collection)}"
         " FROM unnest($2::int[], $3::int[]) AS p(s, e)"
         " JOIN telemetry.domain_outputs o ON o.collection = $1 AND o.stage = p.s"
         " AND o.entry = p.e",
-        collection,
+        collection.name,
         [s for s, _ in unique],
         [e for _, e in unique],
     )
-    found: dict[Pair, dict[str, Output]] = {p: {} for p in unique}
-    for key, o in _outputs(rows).items():
+    found: dict[Pair, dict[str, Output[D]]] = {p: {} for p in unique}
+    for key, o in _outputs(collection, rows).items():
         found[(o.stage or 0, o.entry or 0)][key] = o
     return found
 
@@ -183,7 +211,7 @@ class Standing(msgspec.Struct, frozen=True):
     gap_ahead_ms: int | None
 
     @property
-    def placing(self) -> tuple[int | None, int | None, int | None, int | None]:
+    def placing(self) -> Placing:
         return (self.rank, self.class_rank, self.gap_leader_ms, self.gap_ahead_ms)
 
 
@@ -205,9 +233,7 @@ async def standings(conn: DbConnection, stage: int) -> list[Standing]:
 
 
 async def set_placings(
-    conn: DbConnection,
-    published: Published,
-    placings: Sequence[tuple[Standing, tuple[int | None, int | None, int | None, int | None]]],
+    conn: DbConnection, published: Published[D], placings: Sequence[tuple[Standing, Placing]]
 ) -> None:
     """Write new ranks and gaps (only those changed) to the record, the published rows
     and the outbox, without rewriting the rest of each result."""
@@ -223,14 +249,14 @@ async def set_placings(
         FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::bigint[])
              AS x(key, rank, class_rank, gap_leader_ms, gap_ahead_ms)
         WHERE o.collection = 'stage_results' AND o.key = x.key
-        RETURNING o.collection, o.key, o.event, o.stage, o.entry, o.at_ms, o.data::text
+        RETURNING o.collection, o.key, o.event, o.stage, o.entry, o.at_ms, o.data::text AS data
         """,
         keys,
         *columns,
     )
     await conn.execute(
         f"""
-        UPDATE public.{published.table} AS t SET rank = x.rank, class_rank = x.class_rank,
+        UPDATE public.{published.name} AS t SET rank = x.rank, class_rank = x.class_rank,
             gap_leader_ms = x.gap_leader_ms, gap_ahead_ms = x.gap_ahead_ms, updated_at = now()
         FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::bigint[])
              AS x(key, rank, class_rank, gap_leader_ms, gap_ahead_ms)
@@ -239,11 +265,24 @@ async def set_placings(
         keys,
         *columns,
     )
-    await _outbox(conn, [(o, "updated") for o in _outputs(rows).values()])
+    await _outbox(conn, [(o, "updated") for o in _outputs(published, rows).values()], stored=True)
 
 
-def diff(old: Mapping[str, Output], new: Sequence[Output]) -> Diff:
-    result = Diff()
+@dataclass
+class Plan(Generic[D]):
+    """A recomputation against the stored outputs it replaces: what `apply` writes."""
+
+    old: Mapping[str, Output[D]]
+    new: Sequence[Output[D]]
+    diff: Diff[D]
+
+
+def plan(old: Mapping[str, Output[D]], new: Sequence[Output[D]]) -> Plan[D]:
+    return Plan(old, new, diff(old, new))
+
+
+def diff(old: Mapping[str, Output[D]], new: Sequence[Output[D]]) -> Diff[D]:
+    result: Diff[D] = Diff()
     seen = set()
     for o in new:
         seen.add(o.key)
@@ -256,8 +295,12 @@ def diff(old: Mapping[str, Output], new: Sequence[Output]) -> Diff:
     return result
 
 
-async def apply(conn: DbConnection, published: Published, d: Diff) -> Diff:
-    """Write a diff to the record, the published table and the outbox."""
+async def apply(
+    conn: DbConnection, published: Published[D], d: Diff[D], *, rewritten: bool = False
+) -> Diff[D]:
+    """Write a diff to the record, the published table and the outbox. `rewritten`: its
+    updates are stored outputs changed in place (not recomputed), as deletions always
+    are: their outbox events are keyed by the stored form (`event_key`)."""
     if not d:
         return d
     upserts = d.created + d.updated
@@ -289,22 +332,27 @@ async def apply(conn: DbConnection, published: Published, d: Diff) -> Diff:
             keys,
         )
         await conn.execute(
-            f"DELETE FROM public.{published.table}"
+            f"DELETE FROM public.{published.name}"
             " WHERE key = ANY($1::text[]) AND source <> 'manual'",
             keys,
         )
-    await _outbox(conn, list(d.changes()))
+    await _outbox(conn, [(o, c) for o, c in d.changes() if c != "deleted"], stored=rewritten)
+    await _outbox(conn, [(o, "deleted") for o in d.deleted], stored=True)
     return d
 
 
-async def _outbox(conn: DbConnection, events: list[tuple[Output, Change]]) -> None:
+async def _outbox(
+    conn: DbConnection, events: list[tuple[Output[Any], Change]], *, stored: bool
+) -> None:
+    if not events:
+        return
     await conn.execute(
         """
         INSERT INTO telemetry.outbox (event_key, kind, payload)
         SELECT k, c, p::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS x(k, c, p)
         ON CONFLICT (event_key) DO NOTHING
         """,
-        [event_key(o, change) for o, change in events],
+        [event_key(o, change, stored=stored) for o, change in events],
         [f"{singular(o.collection)}.{change}" for o, change in events],
         [_encode(event_payload(o, change)).decode() for o, change in events],
     )
@@ -316,14 +364,29 @@ def singular(collection: str) -> str:
     )
 
 
-def event_key(o: Output, change: Change) -> str:
+def event_key(o: Output[Any], change: Change, *, stored: bool = False) -> str:
     """The output's state is part of the key: the same change replayed adds nothing, a
-    different one (a re-timed crossing, a new rank) is a new event."""
-    digest = hashlib.blake2b(_encode(o.data), digest_size=8).hexdigest()
+    different one (a re-timed crossing, a new rank) is a new event.
+
+    The digest is of the row's JSON as it is at hand: a fresh row's in its fields'
+    order; a `stored` one's (read back from the record: a deletion, a rewrite in place)
+    in the order PostgreSQL's jsonb keeps, as when stored rows were read untyped."""
+    data = _encode(_jsonb_order(msgspec.to_builtins(o.data)) if stored else o.data)
+    digest = hashlib.blake2b(data, digest_size=8).hexdigest()
     return f"{o.collection}:{o.key}:{change}:{digest}"
 
 
-def event_payload(o: Output, change: Change) -> dict[str, Any]:
+def _jsonb_order(value: Any) -> Any:
+    """JSON with every object's keys as jsonb orders them: shorter first, then bytewise."""
+    if isinstance(value, dict):
+        order = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
+        return {k: _jsonb_order(value[k]) for k in order}
+    if isinstance(value, list):
+        return [_jsonb_order(v) for v in value]
+    return value
+
+
+def event_payload(o: Output[Any], change: Change) -> dict[str, Any]:
     return {
         "collection": o.collection,
         "change": change,
@@ -335,7 +398,7 @@ def event_payload(o: Output, change: Change) -> dict[str, Any]:
     }
 
 
-async def _publish(conn: DbConnection, published: Published, rows: list[Output]) -> None:
+async def _publish(conn: DbConnection, published: Published[D], rows: list[Output[D]]) -> None:
     names = list(published.columns)
     casts = {"int": "int", "bigint": "bigint", "text": "text", "ts": "bigint", "json": "text"}
     arrays = ", ".join(
@@ -344,7 +407,7 @@ async def _publish(conn: DbConnection, published: Published, rows: list[Output])
     values = ", ".join(_value_sql(c, published.columns[c]) for c in names)
     updates = ", ".join(f"{c} = {published.overrides.get(c, f'EXCLUDED.{c}')}" for c in names)
     sql = f"""
-        INSERT INTO public.{published.table} AS t (key, source, updated_at, {", ".join(names)})
+        INSERT INTO public.{published.name} AS t (key, source, updated_at, {", ".join(names)})
         SELECT k, 'auto', now(), {values}
         FROM unnest($1::text[], {arrays}) AS r(k, {", ".join(names)})
         ON CONFLICT (key) DO UPDATE SET {updates}, updated_at = now()
@@ -353,7 +416,7 @@ async def _publish(conn: DbConnection, published: Published, rows: list[Output])
     args: list[list[Any]] = [[o.key for o in rows]]
     for c in names:
         kind = published.columns[c]
-        column = [o.data.get(c) for o in rows]
+        column = [getattr(o.data, c) for o in rows]
         if kind == "json":
             column = [None if v is None else _encode(v).decode() for v in column]
         args.append(column)

@@ -1,17 +1,26 @@
-"""How each automatic output is published in Directus's tables (columns and types).
+"""The collections of automatic outputs: their row types and how each is published.
 
-The published row is the output's `data` restricted to these columns; `store.apply`
-writes it. Adding a column here (after adding it to the snapshot, ADR 0002) is all it
-takes to publish a value the domain already computes.
+The published row is the output's `data` (`processor.domain.rows`) restricted to these
+columns; `store.apply` writes it. Adding a column here (after adding it to the
+snapshot, ADR 0002) is all it takes to publish a value the domain already computes.
+`TIMING_FACTS` is the part of a timing record results and active spans read.
 """
 
 from __future__ import annotations
 
-from processor.domain_runner.store import Published
+from processor.domain.rows import (
+    AlertRow,
+    PenaltyRow,
+    ResultRow,
+    TimingFacts,
+    TimingRow,
+)
+from processor.domain_runner.store import Collection, Published
 
 TIMING_RECORDS = Published(
     "timing_records",
-    {
+    TimingRow,
+    columns={
         "stage": "int",
         "entry": "int",
         "geofence": "int",
@@ -26,9 +35,11 @@ TIMING_RECORDS = Published(
 )
 
 
+TIMING_FACTS = Collection("timing_records", TimingFacts, partial=True)
 PENALTIES = Published(
     "penalties",
-    {
+    PenaltyRow,
+    columns={
         "stage": "int",
         "entry": "int",
         "kind": "text",
@@ -40,7 +51,8 @@ PENALTIES = Published(
 )
 STAGE_RESULTS = Published(
     "stage_results",
-    {
+    ResultRow,
+    columns={
         "stage": "int",
         "entry": "int",
         "start_at": "ts",
@@ -58,7 +70,8 @@ STAGE_RESULTS = Published(
 )
 ALERTS = Published(
     "alerts",
-    {
+    AlertRow,
+    columns={
         "event": "int",
         "entry": "int",
         "stage": "int",

@@ -9,8 +9,8 @@ import pytest
 
 from processor.core.position import Position
 from processor.domain.timing import DEFAULT_SETTINGS, recompute_window
+from processor.domain.windows import timing_scope
 from processor.domain_runner.notices import Window
-from processor.domain_runner.outputs import timing_scope
 from processor.tools.simulator.event import load_event
 from tests.unit.domain.accuracy import index_of, simulate
 
