@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import structlog
@@ -13,6 +13,7 @@ import structlog
 from processor.core.backoff import Backoff
 from processor.core.settings import Settings
 from processor.core.tasks import cancel_and_wait
+from processor.dispatch.dispatcher import Dispatcher
 from processor.domain_runner.config_source import ConfigSource
 from processor.domain_runner.outputs import DomainOutputs
 from processor.domain_runner.runner import (
@@ -83,7 +84,8 @@ async def run_processor(
         stream = StreamClient(redis, settings)
         pipeline = Pipeline(settings, stream, _writer(pool, metrics, settings), metrics)
         service.on_stop(pipeline.stop)
-        if not await service.serve_http(redis, pipeline):
+        dispatcher = _dispatcher(service) if with_domain else None
+        if not await service.serve_http(redis, pipeline, _reports(dispatcher)):
             return 2
         service.background(run_sampler(stream, pool, metrics), "sampler")
         if service.mode == "timescale" and settings.timescale_jobs_sample_s > 0:
@@ -144,7 +146,7 @@ class DomainStage:
     ) -> None:
         self.settings = notice_settings(settings)
         self.metrics = metrics
-        self.handler = handler or DomainOutputs(ConfigSource(settings.config_refresh_s))
+        self.handler = handler or DomainOutputs(ConfigSource(settings.config_refresh_s, metrics))
         self.runner: DomainRunner | None = None
         self._pool = pool
         self._stop = asyncio.Event()
@@ -285,6 +287,43 @@ async def _finish_domain(task: asyncio.Task[None], timeout_s: float | None) -> N
         log.error("domain_stage_failed", error=repr(outcome)[:500])
 
 
+def _dispatcher(service: Service) -> Dispatcher | None:
+    """The outbox dispatcher as a task of `service`, when Directus is configured (one
+    process of all those running delivers; the others stand by)."""
+    if not service.settings.dispatching:
+        return None
+    dispatcher = Dispatcher(service.settings, service.metrics)
+    service.on_stop(dispatcher.stop)
+    service.background(dispatcher.run(), "dispatch")
+    return dispatcher
+
+
+def _reports(dispatcher: Dispatcher | None) -> dict[str, Callable[[], str]]:
+    return {} if dispatcher is None else {"dispatch": dispatcher.status}
+
+
+async def run_dispatcher(settings: Settings, *, until_empty: bool = False) -> int:
+    """`processor dispatch`: the outbox dispatcher as a process of its own; exit code."""
+    if not settings.directus_url:
+        log.error("dispatch_not_configured", hint="set PROCESSOR_DIRECTUS_URL and _TOKEN")
+        return 2
+    metrics = Metrics()
+    async with Service("dispatch", settings, metrics) as service:
+        try:
+            pool = await service.open_database()
+        except DatabaseRefusedError:
+            return 2
+        if pool is None:
+            return 0
+        dispatcher = Dispatcher(settings, metrics)
+        service.on_stop(dispatcher.stop)
+        redis = service.redis(settings)
+        if not await service.serve_http(redis, dispatcher, _reports(dispatcher)):
+            return 2
+        await dispatcher.run(until_empty=until_empty)
+    return 0
+
+
 async def run_domain_stage(settings: Settings, *, until_idle: bool = False) -> int:
     """`processor domain`: the domain stage as a process of its own; exit code.
 
@@ -311,7 +350,8 @@ async def run_domain_stage(settings: Settings, *, until_idle: bool = False) -> i
         stage = DomainStage(settings, metrics, pool=pool)
         service.on_stop(stage.stop)
         redis = service.redis(stage.settings)
-        if not await service.serve_http(redis, stage):
+        dispatcher = _dispatcher(service)
+        if not await service.serve_http(redis, stage, _reports(dispatcher)):
             return 2
         service.background(
             run_sampler(StreamClient(redis, stage.settings), pool, metrics), "sampler"

@@ -236,6 +236,22 @@ def recompute(
 
 
 @app.command()
+def dispatch(
+    until_empty: Annotated[
+        bool, typer.Option(help="Exit once every outbox event is delivered (scripts, tests).")
+    ] = False,
+) -> None:
+    """Deliver the outbox to Directus (`processor_events`), in order, for ever.
+
+    Needs PROCESSOR_DIRECTUS_URL and PROCESSOR_DIRECTUS_TOKEN. `run --with-domain` and
+    `domain` run the same dispatcher when those are set; one process delivers at a time.
+    """
+    from processor.app import run_dispatcher
+
+    raise typer.Exit(_run(run_dispatcher(_settings(), until_empty=until_empty)))
+
+
+@app.command()
 def migrate(
     create_database: Annotated[
         bool, typer.Option("--create-database", help="Create the database first if missing.")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -148,7 +148,12 @@ class Service:
         self.pool, self.mode = opened
         return self.pool
 
-    async def serve_http(self, redis: aioredis.Redis, loop: Loop) -> bool:
+    async def serve_http(
+        self,
+        redis: aioredis.Redis,
+        loop: Loop,
+        reports: Mapping[str, Callable[[], str]] | None = None,
+    ) -> bool:
         """`/metrics`, `/healthz`, `/readyz` (the database, Redis and `loop` making
         progress) when enabled; False if the port is taken."""
         s = self.settings
@@ -161,6 +166,7 @@ class Service:
             last_progress=lambda: loop.last_progress,
             loop_running=lambda: loop.running,
             stall_s=s.ready_stall_s,
+            reports=reports,
         )
         server = HttpServer(build_app(self.metrics, probe), s.http_host, s.http_port)
         try:

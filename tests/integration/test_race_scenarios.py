@@ -50,6 +50,7 @@ from processor.tools.simulator.scenarios import (
     StopFacts,
     expected,
 )
+from tests.integration.outbox_checks import assert_outbox_matches_rows
 from tests.integration.test_pipeline import add_all, drain
 from tests.integration.test_replay import moved_gate
 
@@ -251,6 +252,13 @@ async def test_stop_speeding_and_missed_waypoint(
     assert kinds["stage_result.created"] == 60
     assert kinds["penalty.created"] == len(penalties)
     assert kinds["alert.created"] == 1
+    published = await race_db.fetchval(
+        "SELECT (SELECT count(*) FROM public.timing_records WHERE source = 'auto')"
+        " + (SELECT count(*) FROM public.stage_results WHERE source = 'auto')"
+        " + (SELECT count(*) FROM public.penalties WHERE source = 'auto')"
+        " + (SELECT count(*) FROM public.alerts WHERE source = 'auto')"
+    )
+    assert await assert_outbox_matches_rows(race_db) == published
 
 
 async def test_offline_through_the_finish_then_upload(

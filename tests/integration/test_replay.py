@@ -41,6 +41,7 @@ from processor.tools import replay as replay_module
 from processor.tools.event_loader import load_event_rows, read_event_file
 from processor.tools.simulator.event import load_event
 from processor.tools.simulator.generator import GeneratorConfig, Simulation
+from tests.integration.outbox_checks import assert_outbox_matches_rows
 from tests.integration.test_domain_timing import feed
 
 pytestmark = pytest.mark.integration
@@ -187,6 +188,7 @@ async def test_moved_split_line_is_retimed_by_recompute(
     settings: Settings, live: asyncpg.Connection, tmp_path: Path
 ) -> None:
     before = await all_records(live)
+    ids = {r["key"]: r["id"] for r in await live.fetch("SELECT key, id FROM public.timing_records")}
     outbox = await live.fetchval("SELECT count(*) FROM telemetry.outbox")
 
     # The same edit as a what-if file first (Directus unchanged) ...
@@ -234,9 +236,23 @@ async def test_moved_split_line_is_retimed_by_recompute(
     assert {k: r for k, r in after.items() if k not in changed_keys} == {
         r[0]: r for r in before if r[0] not in changed_keys
     }
-    # Every change went to the outbox with it, as the live stage does.
-    events = await live.fetchval("SELECT count(*) FROM telemetry.outbox")
-    assert events - outbox >= DEVICES
+    # A re-timed crossing keeps its row (its Directus id), re-cut between other fixes
+    # (a new key) or not; a re-cut's old key announces where it went.
+    ids_after = {
+        r["key"]: r["id"] for r in await live.fetch("SELECT key, id FROM public.timing_records")
+    }
+    recut = {c.old_key: c.key for c in planned.changes if c.old_key and c.old_key != c.key}
+    for change in planned.changes:
+        assert ids_after[change.key] == ids[change.old_key or change.key]
+    moved = await live.fetch(
+        "SELECT row_key, payload->>'renamed_to' AS new FROM telemetry.outbox"
+        " WHERE change = 'deleted' AND row_key = ANY($1::text[])",
+        list(recut),
+    )
+    assert {r["row_key"]: r["new"] for r in moved} == recut
+    # Every change went to the outbox with it, as the live stage does: each row's last
+    # event is its state, each old key's is its deletion.
+    assert await assert_outbox_matches_rows(live) >= len(after)
 
     reports = await dry_run_all(live)
     assert [r.changes for r in reports] == [[], [], []]

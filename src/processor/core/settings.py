@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     timescale_own_policies: bool = False
     timescale_jobs_sample_s: Annotated[float, Field(ge=0)] = 60.0
 
+    directus_url: str = ""
+    directus_token: SecretStr = SecretStr("")
+    dispatch_enabled: bool = True
+    dispatch_batch: Annotated[int, Field(ge=1, le=5000)] = 500
+    dispatch_poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    dispatch_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    outbox_retention_s: Annotated[int, Field(ge=0)] = 86_400
+
     shutdown_timeout_s: PositiveInt = 20
     http_enabled: bool = True
     http_host: str = "127.0.0.1"
@@ -117,12 +125,26 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("directus_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL (or empty: no dispatcher)")
+        return value.rstrip("/")
+
+    @property
+    def dispatching(self) -> bool:
+        """Whether `run --with-domain` and `domain` also deliver the outbox to Directus."""
+        return self.dispatch_enabled and bool(self.directus_url)
+
     @model_validator(mode="after")
     def _derived_keys(self) -> Settings:
         if not self.dlq_stream:
             object.__setattr__(self, "dlq_stream", f"{self.stream}:dlq")
         if not self.notice_stream:
             object.__setattr__(self, "notice_stream", f"{self.stream}:committed")
+        if self.directus_url and not self.directus_token.get_secret_value():
+            raise ValueError("PROCESSOR_DIRECTUS_URL is set: PROCESSOR_DIRECTUS_TOKEN is required")
         if self.block_ms >= self.claim_idle_ms:
             raise ValueError("PROCESSOR_BLOCK_MS must be shorter than PROCESSOR_CLAIM_IDLE_MS")
         return self
@@ -137,8 +159,10 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if isinstance(value, SecretStr):
+            if isinstance(value, SecretStr) and name.endswith("_url"):
                 value = redact_url(value.get_secret_value())
+            elif isinstance(value, SecretStr):  # a token: never shown
+                value = "***" if value.get_secret_value() else ""
             out[f"PROCESSOR_{name.upper()}"] = value
         return out
 

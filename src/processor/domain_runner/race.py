@@ -230,7 +230,7 @@ class Race:
             for k, o in full[pair].items()
             if k in keys
         ]
-        await store.apply(conn, TIMING_RECORDS, Diff(updated=changed), rewritten=True)
+        await store.apply(conn, TIMING_RECORDS, Diff(updated=changed))
         for o in changed:
             pair = (o.stage or 0, o.entry or 0)
             light = timing[pair][o.key]

@@ -15,11 +15,10 @@ published rows and the outbox see one shape whatever wrote them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import msgspec
 
@@ -75,6 +74,9 @@ class Published(Collection[D]):
     columns: Mapping[str, ColumnType] = field(default_factory=dict)
     # SQL for SET of the upsert's columns not simply copied (e.g. alert status).
     overrides: Mapping[str, str] = field(default_factory=dict)
+    # Fields of `row` naming the same thing across re-cuts (`recuts`): a crossing of one
+    # gate, an alert of one kind. Empty: the key itself is stable.
+    identity: tuple[str, ...] = ()
 
 
 @dataclass
@@ -254,18 +256,24 @@ async def set_placings(
         keys,
         *columns,
     )
-    await conn.execute(
+    written = await conn.fetch(
         f"""
         UPDATE public.{published.name} AS t SET rank = x.rank, class_rank = x.class_rank,
             gap_leader_ms = x.gap_leader_ms, gap_ahead_ms = x.gap_ahead_ms, updated_at = now()
         FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::bigint[])
              AS x(key, rank, class_rank, gap_leader_ms, gap_ahead_ms)
         WHERE t.key = x.key AND t.source <> 'manual'
+        RETURNING t.key, t.id, to_jsonb(t)::text AS row
         """,
         keys,
         *columns,
     )
-    await _outbox(conn, [(o, "updated") for o in _outputs(published, rows).values()], stored=True)
+    done = {r["key"]: Written(r["id"], r["row"]) for r in written}
+    outputs = _outputs(published, rows)
+    await outbox(
+        conn,
+        [Event(o, "updated", *done[k]) for k, o in sorted(outputs.items()) if k in done],
+    )
 
 
 @dataclass
@@ -295,12 +303,13 @@ def diff(old: Mapping[str, Output[D]], new: Sequence[Output[D]]) -> Diff[D]:
     return result
 
 
-async def apply(
-    conn: DbConnection, published: Published[D], d: Diff[D], *, rewritten: bool = False
-) -> Diff[D]:
-    """Write a diff to the record, the published table and the outbox. `rewritten`: its
-    updates are stored outputs changed in place (not recomputed), as deletions always
-    are: their outbox events are keyed by the stored form (`event_key`)."""
+async def apply(conn: DbConnection, published: Published[D], d: Diff[D]) -> Diff[D]:
+    """Write a diff to the record, the published table and the outbox.
+
+    A deleted output and a created one that are the same thing re-cut (equal
+    `published.identity`, e.g. a crossing re-timed by a late fix) keep the published
+    row: its key is changed in place, so its Directus id, its URL and what officials
+    attached to it stay."""
     if not d:
         return d
     upserts = d.created + d.updated
@@ -323,39 +332,144 @@ async def apply(
             [o.at_ms for o in upserts],
             [_encode(o.data).decode() for o in upserts],
         )
-        await _publish(conn, published, upserts)
     if d.deleted:
-        keys = [o.key for o in d.deleted]
         await conn.execute(
             "DELETE FROM telemetry.domain_outputs WHERE collection = $1 AND key = ANY($2::text[])",
             d.deleted[0].collection,
-            keys,
+            [o.key for o in d.deleted],
         )
-        await conn.execute(
+    renamed = await _rename(conn, published, recuts(published, d))
+    new_keys = {new: old for old, (new, _) in renamed.items()}
+    gone = [o.key for o in d.deleted if o.key not in renamed]
+    deleted_ids: dict[str, int] = {}
+    if gone:
+        rows = await conn.fetch(
             f"DELETE FROM public.{published.name}"
-            " WHERE key = ANY($1::text[]) AND source <> 'manual'",
-            keys,
+            " WHERE key = ANY($1::text[]) AND source <> 'manual' RETURNING key, id",
+            gone,
         )
-    await _outbox(conn, [(o, c) for o, c in d.changes() if c != "deleted"], stored=rewritten)
-    await _outbox(conn, [(o, "deleted") for o in d.deleted], stored=True)
+        deleted_ids = {r["key"]: r["id"] for r in rows}
+    ids = await _publish(conn, published, upserts) if upserts else {}
+    # A row's deletion is announced before its re-cut successor, so a subscriber that
+    # follows keys and one that follows Directus ids both end on the row's state.
+    events: list[Event] = []
+    for o in d.deleted:
+        if o.key in renamed:
+            new_key, row_id = renamed[o.key]
+            events.append(Event(o, "deleted", row_id, None, {"renamed_to": new_key}))
+        elif o.key in deleted_ids:
+            events.append(Event(o, "deleted", deleted_ids[o.key], None))
+    for o, change in d.changes():
+        if change == "deleted" or o.key not in ids:
+            continue  # an official's row under this key: its changes are Directus's own
+        if o.key in new_keys:
+            extra = {"previous_key": new_keys[o.key]}
+            events.append(Event(o, "updated", *ids[o.key], extra))
+        else:
+            events.append(Event(o, change, *ids[o.key]))
+    await outbox(conn, events)
     return d
 
 
-async def _outbox(
-    conn: DbConnection, events: list[tuple[Output[Any], Change]], *, stored: bool
-) -> None:
+def recuts(published: Published[Any], d: Diff[Any]) -> list[tuple[Output[Any], Output[Any]]]:
+    """Pairs (deleted, created) of outputs that are the same thing under a new key: equal
+    identity, matched in time order. Pure."""
+    if not published.identity or not d.deleted or not d.created:
+        return []
+
+    def identity(o: Output[Any]) -> tuple[Any, ...]:
+        return tuple(getattr(o.data, f) for f in published.identity)
+
+    created: dict[tuple[Any, ...], list[Output[Any]]] = {}
+    for o in sorted(d.created, key=lambda o: (o.at_ms, o.key)):
+        created.setdefault(identity(o), []).append(o)
+    pairs = []
+    for o in sorted(d.deleted, key=lambda o: (o.at_ms, o.key)):
+        successors = created.get(identity(o))
+        if successors:
+            pairs.append((o, successors.pop(0)))
+    return pairs
+
+
+async def _rename(
+    conn: DbConnection, published: Published[Any], pairs: list[tuple[Output[Any], Output[Any]]]
+) -> dict[str, tuple[str, int]]:
+    """Re-key the published rows of `pairs` (old key → new key) that are automatic and
+    whose new key is free: old key → (new key, Directus id)."""
+    if not pairs:
+        return {}
+    rows = await conn.fetch(
+        f"""
+        UPDATE public.{published.name} AS t SET key = x.new
+        FROM unnest($1::text[], $2::text[]) AS x(old, new)
+        WHERE t.key = x.old AND t.source <> 'manual'
+          AND NOT EXISTS (SELECT 1 FROM public.{published.name} AS u WHERE u.key = x.new)
+        RETURNING x.old, x.new, t.id
+        """,
+        [old.key for old, _ in pairs],
+        [new.key for _, new in pairs],
+    )
+    return {r["old"]: (r["new"], r["id"]) for r in rows}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change of one published row, as the outbox announces it."""
+
+    output: Output[Any]
+    change: Change
+    row_id: int | None
+    row: str | None  # the published row as written (JSON text), None when deleted
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def outbox(conn: DbConnection, events: Sequence[Event]) -> None:
+    """Announce `events` (in this order) in the caller's transaction.
+
+    A row's undelivered event is replaced by its newer one (coalescing at write: while
+    Directus is down the outbox holds one event per changed row, not one per change); the
+    replaced event's `created` is kept, so a row first announced now is announced as
+    created. The dispatcher is woken at commit (NOTIFY)."""
     if not events:
         return
+    collection = events[0].output.collection
+    keys = sorted({e.output.key for e in events})
+    replaced = await conn.fetch(
+        """
+        DELETE FROM telemetry.outbox
+        WHERE id IN (SELECT id FROM telemetry.outbox
+                     WHERE delivered_at IS NULL AND collection = $1
+                       AND row_key = ANY($2::text[])
+                     ORDER BY id FOR UPDATE)
+        RETURNING row_key, change
+        """,
+        collection,
+        keys,
+    )
+    unannounced = {r["row_key"] for r in replaced if r["change"] == "created"}
+    changes: list[Change] = []
+    for e in events:
+        change = e.change
+        if e.output.key in unannounced and change != "deleted":
+            change = "created"
+        changes.append(change)
     await conn.execute(
         """
-        INSERT INTO telemetry.outbox (event_key, kind, payload)
-        SELECT k, c, p::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS x(k, c, p)
-        ON CONFLICT (event_key) DO NOTHING
+        INSERT INTO telemetry.outbox (collection, row_key, change, kind, payload)
+        SELECT $1, x.k, x.c, $5::text || '.' || x.c, x.p::jsonb
+        FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(k, c, p, n)
+        ORDER BY x.n
         """,
-        [event_key(o, change, stored=stored) for o, change in events],
-        [f"{singular(o.collection)}.{change}" for o, change in events],
-        [_encode(event_payload(o, change)).decode() for o, change in events],
+        collection,
+        [e.output.key for e in events],
+        changes,
+        [_encode(event_payload(e, c)).decode() for e, c in zip(events, changes, strict=True)],
+        singular(collection),
     )
+    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+
+
+OUTBOX_CHANNEL = "processor_outbox"
 
 
 def singular(collection: str) -> str:
@@ -364,41 +478,36 @@ def singular(collection: str) -> str:
     )
 
 
-def event_key(o: Output[Any], change: Change, *, stored: bool = False) -> str:
-    """The output's state is part of the key: the same change replayed adds nothing, a
-    different one (a re-timed crossing, a new rank) is a new event.
-
-    The digest is of the row's JSON as it is at hand: a fresh row's in its fields'
-    order; a `stored` one's (read back from the record: a deletion, a rewrite in place)
-    in the order PostgreSQL's jsonb keeps, as when stored rows were read untyped."""
-    data = _encode(_jsonb_order(msgspec.to_builtins(o.data)) if stored else o.data)
-    digest = hashlib.blake2b(data, digest_size=8).hexdigest()
-    return f"{o.collection}:{o.key}:{change}:{digest}"
-
-
-def _jsonb_order(value: Any) -> Any:
-    """JSON with every object's keys as jsonb orders them: shorter first, then bytewise."""
-    if isinstance(value, dict):
-        order = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
-        return {k: _jsonb_order(value[k]) for k in order}
-    if isinstance(value, list):
-        return [_jsonb_order(v) for v in value]
-    return value
-
-
-def event_payload(o: Output[Any], change: Change) -> dict[str, Any]:
+def event_payload(e: Event, change: Change) -> dict[str, Any]:
+    """What subscribers receive (the dispatcher adds `version`, the outbox id): the
+    Directus id and key of the row, its change and, unless deleted, the row exactly as
+    written in Directus's table (an official's alert status included)."""
+    o = e.output
+    data = {} if change == "deleted" or e.row is None else {"data": msgspec.Raw(e.row.encode())}
     return {
         "collection": o.collection,
         "change": change,
+        "id": e.row_id,
         "key": o.key,
         "event": o.event,
         "stage": o.stage,
         "entry": o.entry,
-        **({} if change == "deleted" else {"data": o.data}),
+        **e.extra,
+        **data,
     }
 
 
-async def _publish(conn: DbConnection, published: Published[D], rows: list[Output[D]]) -> None:
+class Written(NamedTuple):
+    """A published row as written: its Directus id and the row (JSON text)."""
+
+    id: int
+    row: str
+
+
+async def _publish(
+    conn: DbConnection, published: Published[D], rows: list[Output[D]]
+) -> dict[str, Written]:
+    """Upsert the published rows (never an official's): key → the rows written."""
     names = list(published.columns)
     casts = {"int": "int", "bigint": "bigint", "text": "text", "ts": "bigint", "json": "text"}
     arrays = ", ".join(
@@ -412,6 +521,7 @@ async def _publish(conn: DbConnection, published: Published[D], rows: list[Outpu
         FROM unnest($1::text[], {arrays}) AS r(k, {", ".join(names)})
         ON CONFLICT (key) DO UPDATE SET {updates}, updated_at = now()
         WHERE t.source <> 'manual'
+        RETURNING t.key, t.id, to_jsonb(t)::text AS row
     """
     args: list[list[Any]] = [[o.key for o in rows]]
     for c in names:
@@ -420,7 +530,7 @@ async def _publish(conn: DbConnection, published: Published[D], rows: list[Outpu
         if kind == "json":
             column = [None if v is None else _encode(v).decode() for v in column]
         args.append(column)
-    await conn.execute(sql, *args)
+    return {r["key"]: Written(r["id"], r["row"]) for r in await conn.fetch(sql, *args)}
 
 
 def _value_sql(name: str, kind: ColumnType) -> str:

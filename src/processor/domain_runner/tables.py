@@ -32,6 +32,7 @@ TIMING_RECORDS = Published(
         "fix_after_at": "ts",
         "details": "json",
     },
+    identity=("stage", "entry", "geofence", "kind"),
 )
 
 
@@ -82,6 +83,7 @@ ALERTS = Published(
         "details": "json",
         "status": "text",
     },
+    identity=("entry", "kind"),
     # Officials work the status (ADR 0004): acknowledged and dismissed are theirs.
     overrides={
         "status": "CASE WHEN t.status IN ('acknowledged', 'dismissed') THEN t.status"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -29,12 +29,17 @@ class HealthProbe:
         last_progress: Callable[[], float],
         loop_running: Callable[[], bool],
         stall_s: float,
+        reports: Mapping[str, Callable[[], str]] | None = None,
     ) -> None:
         self.pool = pool
         self.redis = redis
         self.last_progress = last_progress
         self.loop_running = loop_running
         self.stall_s = stall_s
+        # Parts reported beside the core's checks (the dispatcher): they make the
+        # process unready only when they are not running at all; a Directus outage is
+        # reported, not a reason to stop routing to a processor that stores fine.
+        self.reports = dict(reports or {})
 
     async def readiness(self) -> Readiness:
         postgres, redis = await asyncio.gather(self._postgres(), self._redis())
@@ -46,7 +51,11 @@ class HealthProbe:
         else:
             consumer = "ok"
         checks = {"postgres": postgres, "redis": redis, "consumer": consumer}
-        return Readiness(all(v == "ok" for v in checks.values()), checks)
+        ready = all(v == "ok" for v in checks.values())
+        for name, report in self.reports.items():
+            checks[name] = report()
+            ready = ready and checks[name] != "not running"
+        return Readiness(ready, checks)
 
     async def _postgres(self) -> str:
         try:

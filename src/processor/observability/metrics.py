@@ -167,6 +167,14 @@ class Metrics:
             "Domain stage runs that ended with an error and were restarted after a backoff.",
             registry=r,
         )
+        self.attribute_values_unfit = Counter(
+            "processor_attribute_values_unfit",
+            "IO values left out of the decoded attributes because they do not fit their"
+            " mapping (out of the width's range, wrong length, not 0/1, no label), by the"
+            " mapping's type and the reason.",
+            ["type", "reason"],
+            registry=r,
+        )
         self.domain_window_duration = Histogram(
             "processor_domain_window_duration_seconds",
             "Time to recompute one device window (read, compute, write, commit).",
@@ -207,5 +215,45 @@ class Metrics:
         self.timescale_jobs_sampled = Gauge(
             "processor_timescaledb_jobs_sample_timestamp_seconds",
             "Unix time the TimescaleDB job statistics were last read.",
+            registry=r,
+        )
+        # -- the outbox dispatcher (processor dispatch) ------------------------------
+        self.outbox_undelivered = Gauge(
+            "processor_outbox_undelivered",
+            "Outbox events not yet delivered to Directus (at most one per changed row).",
+            registry=r,
+        )
+        self.outbox_oldest_age = Gauge(
+            "processor_outbox_oldest_undelivered_age_seconds",
+            "Age of the oldest undelivered outbox event (0 when none).",
+            registry=r,
+        )
+        self.dispatch_events = Counter(
+            "processor_dispatch_events",
+            "Outbox events handled: delivered, coalesced into a later state of their row,"
+            " or already in Directus (a retried delivery).",
+            ["result"],
+            registry=r,
+        )
+        self.dispatch_failures = Counter(
+            "processor_dispatch_failures",
+            "Failed delivery attempts (each is retried), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.dispatch_latency = Histogram(
+            "processor_dispatch_latency_seconds",
+            "Outbox commit to Directus acknowledging the event.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dispatch_leader = Gauge(
+            "processor_dispatch_leader",
+            "1 while this process is the one delivering the outbox (others stand by).",
+            registry=r,
+        )
+        self.outbox_pruned = Counter(
+            "processor_outbox_pruned",
+            "Delivered outbox events deleted after PROCESSOR_OUTBOX_RETENTION_S.",
             registry=r,
         )

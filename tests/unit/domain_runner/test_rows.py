@@ -1,6 +1,6 @@
 """Typed output rows (`processor.domain.rows`) encode to exactly the JSON the untyped
 dicts did: same keys, same order, same values — `telemetry.domain_outputs.data`, the
-published `json` columns and the outbox's event keys depend on those bytes."""
+published `json` columns and the outbox depend on those bytes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from processor.domain.timing import Crossing, recompute_window
 from processor.domain_runner.alerts import alert_output
 from processor.domain_runner.config_source import EntryRef, ManualRows, Snapshot
 from processor.domain_runner.race import penalty_output, result_output
-from processor.domain_runner.store import Output, event_key
 from processor.domain_runner.tables import ALERTS, STAGE_RESULTS, TIMING_RECORDS
 from processor.domain_runner.timing_records import record_details, record_kind, timing_output
 from tests.unit.domain.builders import gate, index, straight
@@ -131,15 +130,6 @@ def test_an_alert_is_the_dict_it_was_and_its_span_again() -> None:
     assert row.span() == span
     assert ALERTS.decoder.decode(_encode(old)) == row
     assert AlertRow.of(ENTRY.event, ENTRY.id, span) == row
-
-
-def test_a_fresh_rows_event_key_is_the_dicts() -> None:
-    c = _crossing()
-    o = timing_output(_snapshot(), ENTRY, c)
-    untyped = Output(
-        o.collection, o.key, o.event, o.stage, o.entry, o.at_ms, msgspec.to_builtins(o.data)
-    )
-    assert event_key(o, "created") == event_key(untyped, "created")
 
 
 def test_a_gate_an_official_decided_is_superseded() -> None:

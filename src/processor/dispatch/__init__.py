@@ -1,0 +1,1 @@
+"""The outbox dispatcher: domain changes delivered to Directus (`processor dispatch`)."""

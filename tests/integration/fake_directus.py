@@ -1,0 +1,57 @@
+"""A stand-in for Directus's `POST /items/processor_events`, for the dispatcher's own
+tests (the real Directus is exercised end to end in test_directus_live.py): a unique
+`event_key`, batches created in one transaction, and switches to fail like an outage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class FakeDirectus:
+    token: str = "dispatcher-token"
+    items: list[dict[str, Any]] = field(default_factory=list)
+    status: int | None = None  # answer every request with this status (an outage)
+    requests: int = 0
+    _runner: web.AppRunner | None = None
+    url: str = ""
+
+    @property
+    def keys(self) -> set[str]:
+        return {i["event_key"] for i in self.items}
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/items/processor_events", self._create)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _create(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.status is not None:
+            return web.json_response({"errors": [{"message": "down"}]}, status=self.status)
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"errors": [{"message": "forbidden"}]}, status=403)
+        body = json.loads(await request.text())
+        batch = body if isinstance(body, list) else [body]
+        keys = [i["event_key"] for i in batch]
+        if len(set(keys)) != len(keys) or self.keys & set(keys):
+            error = {"message": "unique", "extensions": {"code": "RECORD_NOT_UNIQUE"}}
+            return web.json_response({"errors": [error]}, status=400)
+        start = len(self.items)
+        self.items += batch
+        ids = [{"id": n} for n in range(start + 1, len(self.items) + 1)]
+        return web.json_response({"data": ids if isinstance(body, list) else ids[0]})
