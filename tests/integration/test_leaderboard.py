@@ -15,12 +15,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from processor.cli import app
 from processor.core.settings import Settings
+from processor.domain.rows import SplitRow
 from processor.tools.leaderboard import read_board, render_text, show_leaderboard
 
 pytestmark = pytest.mark.integration
@@ -38,11 +40,10 @@ def at(ms: int) -> datetime:
 
 
 def splits(start_ms: int, *items: tuple[int, str, int]) -> str:
-    """A `splits` document as the results writer stores it."""
+    """A `splits` document as the results writer stores it (`SplitRow`)."""
     t0 = int(T0.timestamp() * 1000) + start_ms
-    return json.dumps(
-        [{"geofence": g, "name": n, "at_ms": t0 + e, "elapsed_ms": e} for g, n, e in items]
-    )
+    rows = [SplitRow(geofence=g, name=n, at=t0 + e, elapsed_ms=e) for g, n, e in items]
+    return msgspec.json.encode(rows).decode()
 
 
 A_SPLITS = splits(0, (SPLIT1, "Split 1", 200_000), (SPLIT2, "Split 2", 400_000))

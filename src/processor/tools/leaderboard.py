@@ -168,9 +168,11 @@ class _Outcome(msgspec.Struct, frozen=True):
 
 
 class _StoredSplit(msgspec.Struct, frozen=True):
+    """A split as `stage_results.splits` stores it (`processor.domain.rows.SplitRow`)."""
+
     geofence: int
     name: str = ""
-    at_ms: int | None = None
+    at_ms: int | None = msgspec.field(default=None, name="at")
     elapsed_ms: int | None = None
 
 

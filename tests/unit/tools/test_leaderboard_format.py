@@ -7,10 +7,12 @@ import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from processor.domain.rows import SplitRow
 from processor.tools.leaderboard import (
     EventBoard,
     EventBoardRow,
@@ -83,8 +85,14 @@ def test_an_unknown_zone_shows_utc() -> None:
     assert event_zone("../etc").key == "UTC"
 
 
+def test_splits_are_read_as_the_domain_stores_them() -> None:
+    stored = [SplitRow(geofence=5, name="S1", at=1_777_615_259_123, elapsed_ms=61_400)]
+    (split,) = parse_splits(msgspec.json.encode(stored).decode(), 1_777_615_197_723)
+    assert split == SplitTime(5, "S1", 1_777_615_259_123, 61_400)
+
+
 def test_stored_splits_are_read_leniently() -> None:
-    doc = '[{"geofence": 5, "name": "S1", "at_ms": 1500}, {"geofence": 6, "elapsed_ms": 700}]'
+    doc = '[{"geofence": 5, "name": "S1", "at": 1500}, {"geofence": 6, "elapsed_ms": 700}]'
     assert parse_splits(doc, 1_000) == (
         SplitTime(5, "S1", 1500, 500),  # elapsed from the start when not stored
         SplitTime(6, "", None, 700),
