@@ -294,7 +294,11 @@ def test_alerts_cover_the_operational_risks() -> None:
 
 
 def _metric_names_in(text: str) -> set[str]:
-    names = set(re.findall(r"\bprocess(?:or)?_[a-z0-9_]+", text)) - {"processor_password"}
+    # Not metrics: the password placeholder, the Directus collection of outbox events.
+    names = set(re.findall(r"\bprocess(?:or)?_[a-z0-9_]+", text)) - {
+        "processor_password",
+        "processor_events",
+    }
     if sys.platform != "linux":  # the process_* collector only reports on Linux
         names = {n for n in names if n.startswith("processor_")}
     return names
@@ -935,6 +939,24 @@ def test_promtool_alerts_fire_when_they_should(tmp_path: Path) -> None:
                         }
                     ],
                 },
+            ],
+        },
+        {
+            # Directus down for 20 minutes from minute 10: deliveries fail, the backlog ages.
+            "interval": "1m",
+            "input_series": [
+                _series(
+                    "processor_dispatch_failures_total", "0x10 0+6x20 120x20", reason="unavailable"
+                ),
+                _series("processor_outbox_oldest_undelivered_age_seconds", "0x10 0+60x20 0x20"),
+            ],
+            "alert_rule_test": [
+                _alert("ProcessorDispatchFailing", "9m", False),
+                _alert("ProcessorDispatchFailing", "20m", True, reason="unavailable", **warn),
+                _alert("ProcessorOutboxStale", "14m", False),
+                _alert("ProcessorOutboxStale", "28m", True, **warn),
+                _alert("ProcessorDispatchFailing", "45m", False),
+                _alert("ProcessorOutboxStale", "45m", False),
             ],
         },
         {
