@@ -123,10 +123,13 @@ def total(scrapes: Iterable[Scrape], name: str, **labels: str) -> float:
 
 
 class ProcessorProcess:
-    """One `python -m processor run` child with its own log file."""
+    """One `python -m processor run` (or another `command`) child with its own log file."""
 
-    def __init__(self, settings: Settings, *args: str, **overrides: str) -> None:
+    def __init__(
+        self, settings: Settings, *args: str, command: str = "run", **overrides: str
+    ) -> None:
         self.env = settings_env(settings, **overrides)
+        self.command = command
         self.args = args
         self.name = self.env.get("PROCESSOR_CONSUMER", "?")
         self.log = Path(tempfile.mkstemp(prefix="processor-", suffix=".log")[1])
@@ -137,7 +140,7 @@ class ProcessorProcess:
     def start(self) -> ProcessorProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "processor", "run", *self.args],
+                [sys.executable, "-m", "processor", self.command, *self.args],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -254,11 +257,17 @@ class Spawner:
         self.procs: list[ProcessorProcess] = []
 
     def __call__(
-        self, settings: Settings, consumer: str, *args: str, http: bool = True, **env: str
+        self,
+        settings: Settings,
+        consumer: str,
+        *args: str,
+        http: bool = True,
+        command: str = "run",
+        **env: str,
     ) -> ProcessorProcess:
         if http:
             env = {"http_enabled": "true", "http_port": "0", **env}
-        proc = ProcessorProcess(settings, *args, consumer=consumer, **env)
+        proc = ProcessorProcess(settings, *args, command=command, consumer=consumer, **env)
         self.procs.append(proc.start())
         return proc
 

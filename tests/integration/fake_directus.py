@@ -4,7 +4,11 @@ tests (the real Directus is exercised end to end in test_directus_live.py): a un
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +20,7 @@ class FakeDirectus:
     token: str = "dispatcher-token"
     items: list[dict[str, Any]] = field(default_factory=list)
     status: int | None = None  # answer every request with this status (an outage)
+    delay_s: float = 0.0  # before answering each request (a slow Directus)
     requests: int = 0
     _runner: web.AppRunner | None = None
     url: str = ""
@@ -41,6 +46,8 @@ class FakeDirectus:
 
     async def _create(self, request: web.Request) -> web.Response:
         self.requests += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if self.status is not None:
             return web.json_response({"errors": [{"message": "down"}]}, status=self.status)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -55,3 +62,21 @@ class FakeDirectus:
         self.items += batch
         ids = [{"id": n} for n in range(start + 1, len(self.items) + 1)]
         return web.json_response({"data": ids if isinstance(body, list) else ids[0]})
+
+
+@contextlib.contextmanager
+def fake_directus_thread(**options: Any) -> Iterator[FakeDirectus]:
+    """A `FakeDirectus` on an event loop of its own thread, for synchronous tests that
+    run the processor as child processes (tests/faults)."""
+    fake = FakeDirectus(**options)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(fake.start(), loop).result(30)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
