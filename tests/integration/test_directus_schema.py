@@ -13,19 +13,8 @@ the same machine reuse the cache.
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,12 +22,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import ADMIN_URL, _with_database
+from tests.integration.directus_server import (
+    DIRECTUS_TIMEOUT_S,
+    DirectusServer,
+    SnapshotDatabase,
+    create_database,
+    drop_database,
+    request,
+    snapshot_database,
+)
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "directus.sh"
 SAMPLE_EVENT = ROOT / "src" / "processor" / "tools" / "simulator" / "data" / "sample-event.json"
 COLLECTIONS = (
     "events",
@@ -53,10 +49,6 @@ COLLECTIONS = (
     "penalties",
     "processor_events",
 )
-# Cold install (npm ci, compiling isolated-vm) + bootstrap + apply + server start.
-DIRECTUS_TIMEOUT_S = 900
-INSTALL_TIMEOUT_S = 780
-
 Row = tuple[Any, ...]
 
 
@@ -64,159 +56,45 @@ def fixture_sql() -> str:
     return (resources.files("processor.storage") / "directus_fixture.sql").read_text()
 
 
-@dataclass(frozen=True)
-class Directus:
-    database_url: str
-    admin_token: str
-
-
-@dataclass(frozen=True)
-class Server:
-    base_url: str
-    admin_token: str
-
-
-def _create_database(prefix: str) -> tuple[str, str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return name, _with_database(ADMIN_URL, name)
-
-
-def _drop_database(name: str) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="module")
 def fixture_db() -> Iterator[str]:
     """A scratch database with only the SQL fixture applied."""
-    name, url = _create_database("processor_dxfix")
+    name, url = create_database("processor_dxfix")
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(fixture_sql().encode())
         yield url
     finally:
-        _drop_database(name)
-
-
-def _require_node() -> None:
-    if os.environ.get("PROCESSOR_SKIP_DIRECTUS") == "1":
-        pytest.skip("PROCESSOR_SKIP_DIRECTUS=1: the real-Directus schema check is skipped")
-    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed: cannot run Directus")
-
-
-def _script_env(admin_token: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        DIRECTUS_ADMIN_EMAIL=f"admin-{secrets.token_hex(4)}@example.com",
-        DIRECTUS_ADMIN_PASSWORD=secrets.token_urlsafe(18),
-        DIRECTUS_ADMIN_TOKEN=admin_token,
-        DIRECTUS_KEY=secrets.token_hex(16),
-        DIRECTUS_SECRET=secrets.token_hex(32),
-    )
-    return env
+        drop_database(name)
 
 
 @pytest.fixture(scope="module")
-def directus() -> Iterator[Directus]:
+def directus() -> Iterator[SnapshotDatabase]:
     """A scratch database bootstrapped by a real Directus, with the snapshot applied."""
-    _require_node()
-    token = secrets.token_urlsafe(24)
-    name, url = _create_database("processor_dx")
-    try:
-        try:
-            done = subprocess.run(
-                ["bash", str(SCRIPT), "apply", url],
-                env=_script_env(token),
-                capture_output=True,
-                text=True,
-                timeout=INSTALL_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"scripts/directus.sh apply took over {exc.timeout} s")
-        if done.returncode != 0:
-            pytest.fail(
-                "scripts/directus.sh apply failed (set PROCESSOR_SKIP_DIRECTUS=1 to skip this "
-                f"check where the npm registry is unreachable):\n{done.stderr[-4000:]}"
-            )
-        yield Directus(url, token)
-    finally:
-        _drop_database(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    with snapshot_database() as db:
+        yield db
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, Any]:
-    return _request("GET", url, None, token)
+    return request("GET", url, None, token)
 
 
 def _request(method: str, url: str, body: Any, token: str | None) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read() or b"null")
+    return request(method, url, body, token)
 
 
 @pytest.fixture(scope="module")
-def server(directus: Directus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    directus: SnapshotDatabase, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DirectusServer]:
     """The Directus server on 127.0.0.1 over the snapshot database; stopped afterwards."""
-    port = _free_port()
-    env = _script_env(directus.admin_token)
-    env.update(DIRECTUS_PORT=str(port), DIRECTUS_LOG_LEVEL="warn")
     log_path = tmp_path_factory.mktemp("directus") / "server.log"
-    base = f"http://127.0.0.1:{port}"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            ["bash", str(SCRIPT), "cli", directus.database_url, "start"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    running = DirectusServer(directus.url, directus.admin_token, log_path)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"Directus exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                status, _ = _get(f"{base}/server/health")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"Directus did not answer in 120 s:\n{log_path.read_text()}")
-            time.sleep(0.5)
-        yield Server(base, directus.admin_token)
+        running.start()
+        yield running
     finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
+        running.stop()
 
 
 # -- the catalogue of the collection tables ----------------------------------------------------
@@ -307,8 +185,8 @@ def test_fixture_creates_the_collection_tables(fixture_db: str) -> None:
 
 
 @pytest.mark.timeout(DIRECTUS_TIMEOUT_S)
-def test_fixture_matches_what_directus_creates(directus: Directus, fixture_db: str) -> None:
-    expected = _catalogue(directus.database_url)
+def test_fixture_matches_what_directus_creates(directus: SnapshotDatabase, fixture_db: str) -> None:
+    expected = _catalogue(directus.url)
     actual = _catalogue(fixture_db)
     assert sorted(t for (t,) in expected["tables"]) == sorted(COLLECTIONS)
     problems = {
@@ -387,7 +265,7 @@ def test_fixture_holds_the_sample_event_and_keeps_manual_rows(fixture_db: str) -
 
 
 @pytest.mark.timeout(DIRECTUS_TIMEOUT_S)
-def test_directus_serves_the_sample_event(server: Server) -> None:
+def test_directus_serves_the_sample_event(server: DirectusServer) -> None:
     base, token = server.base_url, server.admin_token
     doc = json.loads(SAMPLE_EVENT.read_text())
     for collection in ("events", "devices", "stages", "geofences", "entries"):
@@ -441,3 +319,36 @@ def test_directus_serves_the_sample_event(server: Server) -> None:
     status, body = _request("POST", f"{base}/items/processor_events", event, token)
     assert status == 400
     assert body["errors"][0]["extensions"]["code"] == "RECORD_NOT_UNIQUE"
+
+
+@pytest.mark.timeout(DIRECTUS_TIMEOUT_S)
+def test_io_mappings_typed_in_the_studio_decode_exactly(server: DirectusServer) -> None:
+    """ADR 0013's fields over REST, as the Studio writes them: the row the processor
+    reads back is valid and decodes exactly (issue 17)."""
+    from decimal import Decimal
+
+    from processor.domain.attributes import decode_value, load_mappings
+
+    base, token = server.base_url, server.admin_token
+    rows = [
+        {"model": "FMB920", "io_id": 17, "name": "axis_x", "type": "signed", "width": 2},
+        {"model": "FMB920", "io_id": 66, "name": "external_voltage", "type": "unsigned",
+         "width": 2, "multiplier": "0.001", "unit": "V"},
+        {"model": "FMB920", "io_id": 69, "name": "gnss_status", "type": "enum", "width": 1,
+         "labels": {"0": "GNSS off", "1": "GNSS on with fix"}},
+        {"model": "FMB920", "io_id": 239, "name": "ignition", "type": "boolean"},
+    ]  # fmt: skip
+    status, body = _request("POST", f"{base}/items/io_mappings", rows, token)
+    assert status == 200, body
+    status, body = _get(f"{base}/items/io_mappings?sort=id&limit=-1", token)
+    assert status == 200, body
+    stored = body["data"]
+    assert stored[2]["labels"] == {"0": "GNSS off", "1": "GNSS on with fix"}
+    assert stored[3]["multiplier"] is None  # no default of 1 any more
+    table, errors = load_mappings(stored)
+    assert errors == []
+    by_io = table.for_model("FMB920")
+    assert decode_value(65509, by_io["17"]) == -27
+    assert decode_value(12845, by_io["66"]) == Decimal("12.845")
+    assert decode_value(1, by_io["69"]) == "GNSS on with fix"
+    assert decode_value(1, by_io["239"]) is True
