@@ -429,7 +429,9 @@ async def outbox(conn: DbConnection, events: Sequence[Event]) -> None:
     A row's undelivered event is replaced by its newer one (coalescing at write: while
     Directus is down the outbox holds one event per changed row, not one per change); the
     replaced event's `created` is kept, so a row first announced now is announced as
-    created. The dispatcher is woken at commit (NOTIFY)."""
+    created. `created_at` is when the event is written (not the transaction's start: a
+    batch's transaction may have been computing for a while), so delivery latency is
+    measured from the change. The dispatcher is woken at commit (NOTIFY)."""
     if not events:
         return
     collection = events[0].output.collection
@@ -455,8 +457,8 @@ async def outbox(conn: DbConnection, events: Sequence[Event]) -> None:
         changes.append(change)
     await conn.execute(
         """
-        INSERT INTO telemetry.outbox (collection, row_key, change, kind, payload)
-        SELECT $1, x.k, x.c, $5::text || '.' || x.c, x.p::jsonb
+        INSERT INTO telemetry.outbox (collection, row_key, change, kind, payload, created_at)
+        SELECT $1, x.k, x.c, $5::text || '.' || x.c, x.p::jsonb, clock_timestamp()
         FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(k, c, p, n)
         ORDER BY x.n
         """,
