@@ -6,6 +6,10 @@
 #   scripts/directus.sh start    DATABASE_URL       apply, then run the server on 127.0.0.1 (foreground)
 #   scripts/directus.sh snapshot DATABASE_URL FILE  write the database's schema snapshot (YAML) to FILE
 #   scripts/directus.sh cli      DATABASE_URL ARGS  any other `directus` command
+#   scripts/directus.sh build-extensions            rebuild directus/extensions/*/dist from source
+#
+# The server loads the Studio's extensions from the repo's directus/extensions (their built
+# dist/ is committed, so no build step is needed to run; rebuild after changing their source).
 #
 # DATABASE_URL is an existing PostgreSQL database (postgresql://user[:pass]@host:port/name);
 # create it first (`createdb -h 127.0.0.1 -U postgres directus_dev`). `apply` is idempotent:
@@ -25,6 +29,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PKG_DIR="$ROOT/directus"
 SNAPSHOT="$PKG_DIR/snapshot.yaml"
+EXTENSIONS="$PKG_DIR/extensions"
 CACHE="${PROCESSOR_DIRECTUS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/processor-directus}"
 
 log() { printf '\033[1;35m[directus]\033[0m %s\n' "$*" >&2; }
@@ -83,13 +88,14 @@ cmd_install() {
 }
 
 # Runs the Directus CLI (bypassing the `directus` wrapper's online update check) in a scratch
-# working directory, so no `.env`, `extensions/` or `uploads/` of the caller is picked up.
+# working directory, so no `.env` or `uploads/` of the caller is picked up; extensions come from
+# the repo's directus/extensions (Directus only reads them).
 directus() {
   local dir run status
   dir="$(cmd_install)"
   run="$(mktemp -d "${TMPDIR:-/tmp}/processor-directus-run.XXXXXX")"
   RUN_DIRS+=("$run")
-  mkdir -p "$run/extensions" "$run/uploads"
+  mkdir -p "$run/uploads"
   printf '{"name": "processor-directus-run", "private": true}\n' >"$run/package.json"
   set +e
   (
@@ -99,7 +105,7 @@ directus() {
     export KEY="$DIRECTUS_KEY" SECRET="$DIRECTUS_SECRET"
     export ADMIN_EMAIL="$DIRECTUS_ADMIN_EMAIL" ADMIN_PASSWORD="$DIRECTUS_ADMIN_PASSWORD"
     export ADMIN_TOKEN="$DIRECTUS_ADMIN_TOKEN"
-    export CONFIG_PATH="$run/.env" EXTENSIONS_PATH="$run/extensions"
+    export CONFIG_PATH="$run/.env" EXTENSIONS_PATH="$EXTENSIONS"
     export STORAGE_LOCAL_ROOT="$run/uploads"
     export TELEMETRY=false LOG_LEVEL="${DIRECTUS_LOG_LEVEL:-warn}"
     export HOST="${DIRECTUS_HOST:-127.0.0.1}" PORT="${DIRECTUS_PORT:-8055}"
@@ -137,14 +143,32 @@ cmd_apply() {
   directus schema apply --yes "$SNAPSHOT"
 }
 
+# Builds each extension of directus/extensions with the extensions SDK of the pinned Directus
+# install (@directus/extensions-sdk is part of its locked tree: no other download).
+cmd_build_extensions() {
+  local dir sdk ext
+  dir="$(cmd_install)"
+  sdk="$dir/node_modules/@directus/extensions-sdk/cli.js"
+  [ -f "$sdk" ] || die "the Directus install has no extensions SDK ($sdk)"
+  for ext in "$EXTENSIONS"/*/; do
+    [ -f "$ext/package.json" ] || continue
+    log "building $(basename "$ext")"
+    (cd "$ext" && node "$sdk" build --no-minify >&2)
+  done
+}
+
 redacted() { printf '%s' "$1" | sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#'; }
 
 main() {
   local command="${1:-}"
-  [ -n "$command" ] || die "usage: scripts/directus.sh install|apply|start|snapshot|cli [DATABASE_URL] …"
+  [ -n "$command" ] || die "usage: scripts/directus.sh install|apply|start|snapshot|cli|build-extensions [DATABASE_URL] …"
   shift
   if [ "$command" = install ]; then
     cmd_install
+    return
+  fi
+  if [ "$command" = build-extensions ]; then
+    cmd_build_extensions
     return
   fi
   [ $# -ge 1 ] || die "$command needs a DATABASE_URL"

@@ -66,6 +66,7 @@ def apply_command(
     from processor.directus.apply import DirectusError, apply
     from processor.directus.client import AdminClient
     from processor.directus.plan import PlanError
+    from processor.directus.presets import apply_presets
 
     console = Console()
     admin = os.environ.get(token_env, "")
@@ -81,6 +82,7 @@ def apply_command(
                 dispatcher_token=None if dispatcher is None else SecretStr(dispatcher),
                 dry_run=dry_run,
             )
+            layouts = await apply_presets(client, dry_run=dry_run)
         plan = outcome.plan
         for warning in plan.warnings:
             console.print(f"[yellow]warning[/]: {warning}")
@@ -94,8 +96,10 @@ def apply_command(
                 table.add_row(c.kind, c.name, f"[{colour}]{c.change}[/]", c.detail)
             console.print(table)
         verb = "would change" if dry_run else "changed"
+        if layouts:
+            console.print(f"default layouts {verb}: {', '.join(layouts)}")
         console.print(
-            f"{len(plan.changes)} {verb}, {plan.unchanged} unchanged"
+            f"{len(plan.changes) + len(layouts)} {verb}, {plan.unchanged} unchanged"
             + (" (dry run: nothing was sent)" if dry_run else "")
         )
 

@@ -1,0 +1,3 @@
+const hooks = [];const endpoints = [];const operations = [];
+
+export { endpoints, hooks, operations };
