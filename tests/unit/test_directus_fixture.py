@@ -35,6 +35,8 @@ COLLECTIONS = {
     "processor_events",
 }
 OUTPUTS = {"timing_records", "stage_results", "alerts", "penalties"}
+# Folder collections (no table): the Studio's navigation groups (ADR 0012).
+FOLDERS = {"race", "timing_and_results", "configuration", "system"}
 # Directus's data_type in the snapshot → the type as the fixture spells it.
 SQL_TYPES = {
     "integer": "integer",
@@ -43,6 +45,7 @@ SQL_TYPES = {
     "numeric": "numeric",
     "json": "json",
     "text": "text",
+    "boolean": "boolean",
     "character varying": "varchar",
     "timestamp with time zone": "timestamptz",
 }
@@ -143,7 +146,10 @@ def test_fixture_is_not_a_migration() -> None:
 
 def test_snapshot_lists_the_same_collections() -> None:
     snapshot = _snapshot()
-    assert {c["collection"] for c in snapshot["collections"]} == COLLECTIONS
+    tables = {c["collection"] for c in snapshot["collections"] if c.get("schema")}
+    folders = {c["collection"] for c in snapshot["collections"] if not c.get("schema")}
+    assert tables == COLLECTIONS
+    assert folders == FOLDERS
     assert set(_snapshot_fields()) == COLLECTIONS
     assert snapshot["vendor"] == "postgres"
 
@@ -157,7 +163,9 @@ def test_snapshot_is_made_with_the_pinned_directus() -> None:
 def test_fixture_columns_match_snapshot_fields(collection: str) -> None:
     fields = _snapshot_fields()[collection]
     columns = _fixture()[collection]
-    assert list(columns) == sorted(fields, key=lambda f: fields[f]["meta"]["sort"])
+    # A fresh apply creates the columns in the snapshot's order of the fields (their creation
+    # order: top-level fields, then those in form groups); meta.sort is only the form's order.
+    assert list(columns) == list(fields)
     for name, column in columns.items():
         schema = fields[name]["schema"]
         where = f"{collection}.{name}"

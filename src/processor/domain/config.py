@@ -31,7 +31,7 @@ from processor.domain.shapes import polygon_problem
 
 GeofenceKind = Literal["start_line", "split_line", "finish_line", "waypoint", "speed_zone", "zone"]
 Direction = Literal["forward", "reverse", "either"]
-Collection = Literal["events", "stages", "geofences"]
+Collection = Literal["events", "stages", "geofences", "io_mappings"]
 LonLat = tuple[float, float]
 
 GATE_KINDS: frozenset[str] = frozenset({"start_line", "split_line", "finish_line"})

@@ -9,6 +9,7 @@ restart. Bad rows are skipped and logged with the row that caused them.
 from __future__ import annotations
 
 import asyncio
+import decimal
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
@@ -19,13 +20,24 @@ import msgspec
 import structlog
 
 from processor.domain.alerts import RouteIndex
-from processor.domain.attributes import IoMapping, MappingTable
+from processor.domain.attributes import MappingTable, load_mappings
 from processor.domain.config import DomainConfig, RowError, Stage, load_rows
 from processor.domain.geofences import GeofenceIndex
 from processor.domain.rules import DEFAULT_RULES, EventRules
+from processor.domain_runner.attribute_audit import AttributeAudit
+from processor.observability.metrics import Metrics
 from processor.storage.pool import DbConnection
 
 log = structlog.get_logger(__name__)
+
+MAPPINGS_SQL = "SELECT to_jsonb(m)::text AS m FROM public.io_mappings m ORDER BY m.id"
+_decode_mapping = msgspec.json.Decoder(dict[str, Any], float_hook=decimal.Decimal).decode
+
+
+def mapping_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`io_mappings` rows as dicts (from `MAPPINGS_SQL`'s JSON text, or dicts already)."""
+    return [_decode_mapping(r["m"]) if isinstance(r.get("m"), str) else r for r in rows]
+
 
 _QUERIES = {
     "events": (
@@ -45,10 +57,9 @@ _QUERIES = {
         " FROM public.entries e JOIN public.devices d ON d.id = e.device ORDER BY e.id"
     ),
     "devices": "SELECT imei, model FROM public.devices ORDER BY id",
-    "io_mappings": (
-        "SELECT model, io_id, name, type, multiplier::float8 AS multiplier, unit"
-        " FROM public.io_mappings ORDER BY id"
-    ),
+    # Whole rows as JSON: whichever columns the applied snapshot has (ADR 0013 added
+    # some), numeric values exact (read as Decimal by `mapping_rows`).
+    "io_mappings": MAPPINGS_SQL,
 }
 
 
@@ -129,6 +140,8 @@ class Snapshot:
     errors: list[RowError] = field(default_factory=list)
     fingerprint: str = ""
     manual: ManualRows = field(default_factory=ManualRows)
+    # Counts and logs IO values that do not fit their mapping (one per ConfigSource).
+    audit: AttributeAudit = field(default_factory=AttributeAudit)
 
     def entries_of(self, device_id: str) -> list[EntryRef]:
         return self.entries_by_device.get(device_id, [])
@@ -170,8 +183,9 @@ class Snapshot:
 class ConfigSource:
     """Loads the configuration and keeps it fresh."""
 
-    def __init__(self, refresh_s: float) -> None:
+    def __init__(self, refresh_s: float, metrics: Metrics | None = None) -> None:
         self.refresh_s = refresh_s
+        self.audit = AttributeAudit(metrics)
         self.snapshot: Snapshot | None = None
         # The manual rows before the last change: their pairs need recomputing too.
         self.previous_manual: ManualRows | None = None
@@ -202,7 +216,9 @@ class ConfigSource:
                 self.previous_manual = (
                     ManualRows() if self.snapshot is None else self.snapshot.manual
                 )
-                self.snapshot = replace(build_snapshot(rows, fingerprint), manual=manual)
+                self.snapshot = replace(
+                    build_snapshot(rows, fingerprint), manual=manual, audit=self.audit
+                )
                 log.info(
                     "configuration_loaded",
                     geofences=len(self.snapshot.config.geofences),
@@ -245,8 +261,7 @@ def build_snapshot(rows: dict[str, list[dict[str, Any]]], fingerprint: str = "")
         )
         entries.setdefault(ref.imei, []).append(ref)
     models = {r["imei"]: r["model"] for r in rows["devices"]}
-    mappings = MappingTable(
-        IoMapping(r["model"], r["io_id"], r["name"], r["type"], r["multiplier"], r["unit"])
-        for r in rows["io_mappings"]
+    mappings, mapping_errors = load_mappings(mapping_rows(rows["io_mappings"]))
+    return Snapshot(
+        config, index, entries, models, mappings, [*errors, *mapping_errors], fingerprint
     )
-    return Snapshot(config, index, entries, models, mappings, errors, fingerprint)

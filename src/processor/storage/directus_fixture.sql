@@ -9,6 +9,11 @@
 -- foreign keys (with Directus's constraint names) as Directus 10.13.4 does when it applies the
 -- snapshot; tests/integration/test_directus_schema.py compares the two. Change the snapshot
 -- first (docs in directus/README.md), then this file. Decisions: docs/adr/.
+--
+-- Columns are in the order a fresh `schema apply` creates them: the snapshot's order of the
+-- fields (a collection's top-level fields, then those inside the Studio's form groups). A
+-- database upgraded by `schema apply` has its new columns at the end instead; nothing reads
+-- columns by position.
 
 -- Configuration (edited by organisers in Directus; read by the processor).
 
@@ -19,6 +24,7 @@ CREATE TABLE public.events (
     ends_at timestamptz NOT NULL,
     timezone varchar(64) NOT NULL DEFAULT 'UTC',
     status varchar(32) NOT NULL DEFAULT 'draft',
+    public boolean NOT NULL DEFAULT false,       -- published to the public role
     rules json                                   -- alert thresholds, penalty rules (ADR 0010)
 );
 
@@ -75,16 +81,19 @@ CREATE TABLE public.io_mappings (
     model varchar(64) NOT NULL DEFAULT '*',
     io_id integer NOT NULL,
     name varchar(64) NOT NULL,
-    type varchar(16) NOT NULL,
-    multiplier numeric(18, 9) NOT NULL DEFAULT 1,
-    unit varchar(16)
+    type varchar(16) NOT NULL,                   -- ADR 0013: unsigned, signed, boolean, enum, hex, ascii
+    multiplier numeric(18, 9),                   -- scale (unsigned/signed): value × multiplier + offset
+    unit varchar(16),
+    width integer,                               -- the element's size in bytes: 1, 2, 4, 8
+    offset_value numeric(18, 9),
+    decimals integer,
+    labels json                                  -- enum: {"0": "label", …}
 );
 
 -- Processor outputs: upserted on `key`; rows with source = 'manual' are never overwritten.
 
 CREATE TABLE public.timing_records (
     id serial CONSTRAINT timing_records_pkey PRIMARY KEY,
-    key varchar(255) CONSTRAINT timing_records_key_unique UNIQUE,
     stage integer NOT NULL
         CONSTRAINT timing_records_stage_foreign REFERENCES public.stages (id) ON DELETE CASCADE,
     entry integer NOT NULL
@@ -97,16 +106,16 @@ CREATE TABLE public.timing_records (
     crossed_at timestamptz NOT NULL,
     source varchar(16) NOT NULL DEFAULT 'manual',
     status varchar(16) NOT NULL DEFAULT 'valid',
+    note text,
+    key varchar(255) CONSTRAINT timing_records_key_unique UNIQUE,
     fix_before_at timestamptz,
     fix_after_at timestamptz,
     details json,
-    note text,
     updated_at timestamptz
 );
 
 CREATE TABLE public.stage_results (
     id serial CONSTRAINT stage_results_pkey PRIMARY KEY,
-    key varchar(255) CONSTRAINT stage_results_key_unique UNIQUE,
     stage integer NOT NULL
         CONSTRAINT stage_results_stage_foreign REFERENCES public.stages (id) ON DELETE CASCADE,
     entry integer NOT NULL
@@ -119,17 +128,17 @@ CREATE TABLE public.stage_results (
     status varchar(16) NOT NULL DEFAULT 'running',
     rank integer,
     class_rank integer,
-    splits json,
     source varchar(16) NOT NULL DEFAULT 'manual',
     note text,
-    updated_at timestamptz,
     gap_leader_ms bigint,
-    gap_ahead_ms bigint
+    gap_ahead_ms bigint,
+    key varchar(255) CONSTRAINT stage_results_key_unique UNIQUE,
+    splits json,
+    updated_at timestamptz
 );
 
 CREATE TABLE public.alerts (
     id serial CONSTRAINT alerts_pkey PRIMARY KEY,
-    key varchar(255) CONSTRAINT alerts_key_unique UNIQUE,
     event integer NOT NULL
         CONSTRAINT alerts_event_foreign REFERENCES public.events (id) ON DELETE CASCADE,
     entry integer
@@ -140,15 +149,16 @@ CREATE TABLE public.alerts (
     severity varchar(16) NOT NULL DEFAULT 'warning',
     started_at timestamptz NOT NULL,
     ended_at timestamptz,
-    details json,
     status varchar(16) NOT NULL DEFAULT 'open',
     source varchar(16) NOT NULL DEFAULT 'manual',
+    note text,                                   -- an official's acknowledgement
+    key varchar(255) CONSTRAINT alerts_key_unique UNIQUE,
+    details json,
     updated_at timestamptz
 );
 
 CREATE TABLE public.penalties (
     id serial CONSTRAINT penalties_pkey PRIMARY KEY,
-    key varchar(255) CONSTRAINT penalties_key_unique UNIQUE,
     stage integer NOT NULL
         CONSTRAINT penalties_stage_foreign REFERENCES public.stages (id) ON DELETE CASCADE,
     entry integer NOT NULL
@@ -158,6 +168,8 @@ CREATE TABLE public.penalties (
     reason text,
     status varchar(16) NOT NULL DEFAULT 'valid',
     source varchar(16) NOT NULL DEFAULT 'manual',
+    note text,                                   -- why an official added, waived or changed it
+    key varchar(255) CONSTRAINT penalties_key_unique UNIQUE,
     updated_at timestamptz,
     details json                                 -- evidence: the numbers it was computed from
 );
