@@ -21,6 +21,10 @@ class FakeDirectus:
     items: list[dict[str, Any]] = field(default_factory=list)
     status: int | None = None  # answer every request with this status (an outage)
     delay_s: float = 0.0  # before answering each request (a slow Directus)
+    # A batch bigger than this is stored, then answered only after `slow_s` (a loaded
+    # Directus that finishes a request its client has given up on).
+    slow_above: int | None = None
+    slow_s: float = 0.0
     requests: int = 0
     _runner: web.AppRunner | None = None
     url: str = ""
@@ -32,6 +36,7 @@ class FakeDirectus:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/items/processor_events", self._create)
+        app.router.add_get("/items/processor_events", self._read)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -60,8 +65,18 @@ class FakeDirectus:
             return web.json_response({"errors": [error]}, status=400)
         start = len(self.items)
         self.items += batch
+        if self.slow_above is not None and len(batch) > self.slow_above:
+            await asyncio.sleep(self.slow_s)
         ids = [{"id": n} for n in range(start + 1, len(self.items) + 1)]
         return web.json_response({"data": ids if isinstance(body, list) else ids[0]})
+
+    async def _read(self, request: web.Request) -> web.Response:
+        """`?filter={"event_key":{"_in":[…]}}&fields=event_key`, as the dispatcher asks."""
+        self.requests += 1
+        if self.status is not None:
+            return web.json_response({"errors": [{"message": "down"}]}, status=self.status)
+        wanted = set(json.loads(request.query["filter"])["event_key"]["_in"])
+        return web.json_response({"data": [{"event_key": k} for k in wanted & self.keys]})
 
 
 @contextlib.contextmanager

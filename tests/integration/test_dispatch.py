@@ -225,3 +225,25 @@ async def test_delivered_events_are_pruned_after_the_retention(
     left = await race_db.fetch("SELECT row_key FROM telemetry.outbox ORDER BY row_key")
     assert sorted(r["row_key"] for r in left) == sorted(f"k{n}" for n in range(1, 5))
     assert metrics.registry.get_sample_value("processor_outbox_pruned_total") == 6
+
+
+async def test_a_directus_too_slow_for_big_batches_gets_smaller_ones(
+    settings: Settings,
+    redis_client: aioredis.Redis,
+    race_db: asyncpg.Connection,
+    directus: FakeDirectus,
+) -> None:
+    # Batches over 8 items are stored but answered after the client's deadline: each
+    # timed-out batch is in Directus already, the next (halved) one overlaps it.
+    await feed(settings, redis_client, list(simulation().entries()))
+    directus.slow_above, directus.slow_s = 8, 2.0
+    metrics = Metrics()
+    s = dispatch_settings(settings, directus, dispatch_batch=64, dispatch_timeout_s=0.5)
+    d = Dispatcher(s, metrics)
+    await asyncio.wait_for(d.run(until_empty=True), 120)
+    assert await undelivered(race_db) == 0
+    assert len(directus.keys) == len(directus.items), "a duplicate reached Directus"
+    await assert_directus_matches_rows(race_db, directus.items)
+    sample = metrics.registry.get_sample_value
+    assert (sample("processor_dispatch_failures_total", {"reason": "unreachable"}) or 0) >= 1
+    assert (sample("processor_dispatch_events_total", {"result": "already"}) or 0) >= 1

@@ -48,22 +48,49 @@ class DirectusClient:
     async def create(self, items: Sequence[dict[str, Any]]) -> int:
         """Create `items` (one request); the number that were already there. Directus
         creates a batch in one transaction, so a batch holding an item delivered before
-        (a crash between delivering and recording it) is retried item by item."""
-        if not items:
-            return 0
-        try:
-            await self._post(list(items))
-            return 0
-        except _NotUniqueError:
-            if len(items) == 1:
-                return 1
+        (a crash, or a timed-out request Directus finished anyway) is refused whole: the
+        keys already there are then looked up and the rest sent again."""
+        pending = list(items)
         already = 0
-        for item in items:
+        for _ in range(3):
+            if not pending:
+                return already
+            try:
+                await self._post(pending)
+                return already
+            except _NotUniqueError:
+                there = await self._existing([i["event_key"] for i in pending])
+                already += sum(1 for i in pending if i["event_key"] in there)
+                pending = [i for i in pending if i["event_key"] not in there]
+        for item in pending:  # still refused: someone else is delivering the same keys
             try:
                 await self._post(item)
             except _NotUniqueError:
                 already += 1
         return already
+
+    async def _existing(self, keys: list[str]) -> set[str]:
+        """Which of `keys` Directus holds (the dispatcher role may read `event_key`)."""
+        found: set[str] = set()
+        url = f"{self.base_url}/items/{self.COLLECTION}"
+        for start in range(0, len(keys), 100):
+            chunk = keys[start : start + 100]
+            query = {
+                "filter": _json({"event_key": {"_in": chunk}}),
+                "fields": "event_key",
+                "limit": str(len(chunk)),
+            }
+            try:
+                async with self._http().get(url, params=query) as resp:
+                    text = await resp.text()
+                    if resp.status != 200:
+                        raise DeliveryError(
+                            _reason(resp.status), f"HTTP {resp.status}: {text[:300]}"
+                        )
+                    found |= {row["event_key"] for row in msgspec.json.decode(text)["data"]}
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise DeliveryError("unreachable", f"{type(exc).__name__}: {exc}"[:300]) from None
+        return found
 
     async def _post(self, body: Any) -> None:
         url = f"{self.base_url}/items/{self.COLLECTION}"
