@@ -16,6 +16,7 @@ from processor.core.settings import Settings, load_settings
 from processor.storage import timescale
 from processor.storage.migrate import migrate
 from processor.storage.timescale import Extension
+from tests import citus_cluster
 
 ADMIN_URL = os.environ.get(
     "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -33,6 +34,35 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
+# Whether the server under test is a Citus coordinator with workers: then every database
+# a fixture makes is spread over the cluster (tests/citus_cluster.py), so the suite runs
+# in Citus mode as it runs in TimescaleDB mode on a TimescaleDB server.
+def server_is_citus() -> bool:
+    return citus_cluster.unavailable(ADMIN_URL) is None
+
+
+async def _create_database(name: str) -> str:
+    if await citus_cluster.why_unavailable(ADMIN_URL) is None:
+        return await citus_cluster.create_database(name, ADMIN_URL)
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return _with_database(ADMIN_URL, name)
+
+
+async def _drop_database(name: str) -> None:
+    if await citus_cluster.why_unavailable(ADMIN_URL) is None:
+        await citus_cluster.drop_database(name, ADMIN_URL)
+        return
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database for this test run, migrated, dropped at the end."""
@@ -42,11 +72,7 @@ def database_url() -> Iterator[str]:
     url = _with_database(ADMIN_URL, name)
 
     async def create() -> None:
-        admin = await asyncpg.connect(ADMIN_URL)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
+        await _create_database(name)
         conn = await asyncpg.connect(url)
         try:
             await migrate(conn, load_settings(database_url=url))
@@ -56,11 +82,7 @@ def database_url() -> Iterator[str]:
             await conn.close()
 
     async def drop() -> None:
-        admin = await asyncpg.connect(ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await _drop_database(name)
 
     try:  # a fixture that fails half-way still removes what it made
         asyncio.run(create())
@@ -91,6 +113,8 @@ def server_extension() -> Extension:
 @pytest.fixture(scope="session")
 def server_mode(server_extension: Extension) -> str:
     """The mode a fresh database gets on the server under test with the default settings."""
+    if server_is_citus():
+        return "citus"
     return "timescale" if server_extension.usable else "plain"
 
 
@@ -107,13 +131,11 @@ def needs_timescale(server_extension: Extension) -> None:
 async def scratch_url() -> AsyncIterator[str]:
     """An empty database of its own for one test (not migrated), dropped afterwards."""
     name = f"processor_scratch_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = await _create_database(name)
     try:
-        yield _with_database(ADMIN_URL, name)
+        yield url
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await _drop_database(name)
 
 
 @pytest.fixture

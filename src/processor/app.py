@@ -304,8 +304,11 @@ def _reports(dispatcher: Dispatcher | None) -> dict[str, Callable[[], str]]:
 
 async def run_dispatcher(settings: Settings, *, until_empty: bool = False) -> int:
     """`processor dispatch`: the outbox dispatcher as a process of its own; exit code."""
-    if not settings.directus_url:
-        log.error("dispatch_not_configured", hint="set PROCESSOR_DIRECTUS_URL and _TOKEN")
+    if not (settings.directus_url or settings.live_enabled):
+        log.error(
+            "dispatch_not_configured",
+            hint="set PROCESSOR_DIRECTUS_URL and _TOKEN, or PROCESSOR_LIVE_ENABLED=true",
+        )
         return 2
     metrics = Metrics()
     async with Service("dispatch", settings, metrics) as service:

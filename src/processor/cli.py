@@ -16,6 +16,7 @@ from rich.table import Table
 from processor.core.logging import configure_logging
 from processor.core.settings import Settings, SettingsError, load_settings
 from processor.core.timeparse import format_ms
+from processor.directus.command import directus_app
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -31,6 +32,7 @@ event_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(event_app, name="event")
+app.add_typer(directus_app, name="directus")
 console = Console()
 
 
@@ -252,6 +254,19 @@ def dispatch(
 
 
 @app.command()
+def gateway(
+    port: Annotated[
+        int | None, typer.Option(help="Port (default PROCESSOR_GATEWAY_PORT).", min=0)
+    ] = None,
+) -> None:
+    """Push live positions and result, penalty and alert changes to browsers (WebSocket,
+    SSE) and serve the race-control page; reads Redis (and PostgreSQL for snapshots)."""
+    from processor.gateway.command import run_gateway
+
+    raise typer.Exit(_run(run_gateway(_settings(), port=port)))
+
+
+@app.command()
 def migrate(
     create_database: Annotated[
         bool, typer.Option("--create-database", help="Create the database first if missing.")
@@ -272,7 +287,7 @@ def migrate(
             parts = urlsplit(url)
             database = parts.path.lstrip("/") or "postgres"
             admin = urlunsplit(parts._replace(path="/postgres"))
-            if await ensure_database(admin, database):
+            if await ensure_database(admin, database, settings.database_mode):
                 console.print(f"created database [bold]{database}[/]")
         async with single_connection(url, settings.db_connect_timeout_s) as conn:
             report = await do_migrate(conn, settings)
@@ -434,6 +449,15 @@ def bench(
             " instead of joining the routes part-way.",
         ),
     ] = False,
+    citus_url: Annotated[
+        str | None,
+        typer.Option(
+            "--citus-url",
+            help="A Citus coordinator's admin URL: the writer and the processor are measured"
+            " there too (a scratch database on every node) and compared with this run's plain"
+            " figures.",
+        ),
+    ] = None,
 ) -> None:
     """Measure throughput (vs a raw COPY ceiling and a naive peer), latency and the domain
     stage (keeping up in real time; the core beside a failing one), in one run."""
@@ -453,6 +477,7 @@ def bench(
         domain_rate=domain_rate,
         domain_separate=not domain_in_run,
         domain_extras_start="start_line" if domain_mass_start else "part_way",
+        citus_url=citus_url,
     )
     result = _run(run_bench(config, lambda text: console.print(f"[dim]· {text}[/]")))
     print_report(result, console)
@@ -583,6 +608,11 @@ def _register_optional() -> None:
     except ImportError:  # pragma: no cover - the simulator package is part of the wheel
         return
     app.command("simulate")(simulate)
+    from processor.tools.backfill_cli import backfill_app
+    from processor.tools.mappings_cli import mappings_app
+
+    app.add_typer(mappings_app, name="mappings")
+    app.add_typer(backfill_app, name="backfill")
 
 
 _register_optional()

@@ -31,8 +31,7 @@ async def assert_outbox_matches_rows(conn: asyncpg.Connection) -> int:
     checked = 0
     for table in OUTPUT_TABLES:
         rows = await conn.fetch(
-            f"SELECT key, id, to_jsonb(t)::text AS row FROM public.{table} t"
-            " WHERE source = 'auto'"
+            f"SELECT key, id, to_jsonb(t)::text AS row FROM public.{table} t WHERE source = 'auto'"
         )
         present = set()
         for r in rows:

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     domain_tick_s: Annotated[float, Field(gt=0)] = 5.0
     domain_batch_interval_s: Annotated[float, Field(ge=0, le=60)] = 2.0
     domain_retry_attempts: Annotated[int, Field(ge=1, le=1000)] = 20
+    backfill_rate: Annotated[float, Field(ge=0)] = 2000.0
+    backfill_batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
     read_count: PositiveInt = 1000
     block_ms: PositiveInt = 1000
@@ -84,12 +86,16 @@ class Settings(BaseSettings):
     retry_initial_ms: PositiveInt = 100
     retry_max_ms: PositiveInt = 10_000
 
-    database_mode: Literal["auto", "timescale", "plain"] = "auto"
+    database_mode: Literal["auto", "timescale", "citus", "plain"] = "auto"
     timescale_chunk_interval: str = "1 day"
     timescale_compress_after: str = "7 days"
     timescale_retention: str = ""
     timescale_own_policies: bool = False
     timescale_jobs_sample_s: Annotated[float, Field(ge=0)] = 60.0
+    # Citus (docs/scaling.md): shards of positions at the first migrate; connections to
+    # each worker a processor session keeps open between statements.
+    citus_shard_count: Annotated[int, Field(ge=1, le=1024)] = 8
+    citus_cached_connections: Annotated[int, Field(ge=0, le=64)] = 16
 
     directus_url: str = ""
     directus_token: SecretStr = SecretStr("")
@@ -98,6 +104,19 @@ class Settings(BaseSettings):
     dispatch_poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     dispatch_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     outbox_retention_s: Annotated[int, Field(ge=0)] = 86_400
+    # The live feed for gateways (`<stream>:live`, docs/operations.md "The live gateway").
+    live_enabled: bool = False
+    live_stream: str = ""
+    live_maxlen: Annotated[int, Field(ge=100)] = 100_000
+    gateway_host: str = "127.0.0.1"
+    gateway_port: Annotated[int, Field(ge=0, le=65535)] = 9120
+    gateway_race_control_token: SecretStr = SecretStr("")
+    gateway_public_token: SecretStr = SecretStr("")
+    gateway_interval_ms: Annotated[int, Field(ge=50, le=10_000)] = 500
+    gateway_max_devices: Annotated[int, Field(ge=1)] = 20_000
+    gateway_client_queue: Annotated[int, Field(ge=1)] = 1_000
+    gateway_max_clients: Annotated[int, Field(ge=1)] = 5_000
+    gateway_directus_url: str = ""
 
     shutdown_timeout_s: PositiveInt = 20
     http_enabled: bool = True
@@ -134,8 +153,14 @@ class Settings(BaseSettings):
 
     @property
     def dispatching(self) -> bool:
-        """Whether `run --with-domain` and `domain` also deliver the outbox to Directus."""
-        return self.dispatch_enabled and bool(self.directus_url)
+        """Whether `run --with-domain` and `domain` also deliver the outbox (to Directus,
+        and to the live stream when `live_enabled`)."""
+        return self.dispatch_enabled and (bool(self.directus_url) or self.live_enabled)
+
+    @property
+    def live_key(self) -> str:
+        """The stream the dispatcher publishes each delivery to, for gateways."""
+        return self.live_stream or f"{self.stream}:live"
 
     @model_validator(mode="after")
     def _derived_keys(self) -> Settings:

@@ -8,6 +8,9 @@ delivered only after Directus confirmed them; a round that fails is read again, 
 after a backoff, for as long as it takes: Directus down loses nothing, and meanwhile
 the outbox holds one event per changed row (coalescing at write, `store.outbox`).
 The dispatcher wakes on the writers' NOTIFY at commit, or every poll interval.
+With `PROCESSOR_LIVE_ENABLED` each round is also published on the live stream for
+gateways (`dispatch/live.py`), after Directus confirmed it; without a Directus URL that
+stream is the only sink.
 
 Invariant: an event is marked delivered only after Directus stored its row's newer or
 equal version; a crash at any point leads to a redelivery, which Directus refuses by
@@ -30,9 +33,11 @@ from processor.core.settings import Settings
 from processor.core.tasks import cancel_and_wait
 from processor.dispatch.deliveries import OutboxEvent, Plan, plan
 from processor.dispatch.directus import DeliveryError, DirectusClient
+from processor.dispatch.live import LivePublisher
 from processor.domain_runner.store import OUTBOX_CHANNEL
 from processor.observability.metrics import Metrics
 from processor.storage.pool import single_connection
+from processor.stream.client import connect
 
 log = structlog.get_logger(__name__)
 # pg_advisory_lock key of the delivering process ("outbox" in ASCII).
@@ -55,15 +60,26 @@ class Dispatcher:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.client = client or DirectusClient(
-            settings.directus_url,
-            settings.directus_token.get_secret_value(),
-            settings.dispatch_timeout_s,
+        # Directus, the live stream for gateways (dispatch/live.py), or both.
+        self.client = client
+        if client is None and settings.directus_url:
+            self.client = DirectusClient(
+                settings.directus_url,
+                settings.directus_token.get_secret_value(),
+                settings.dispatch_timeout_s,
+            )
+        self.live = (
+            LivePublisher(connect(settings), settings.live_key, settings.live_maxlen)
+            if settings.live_enabled
+            else None
         )
         self.leader = False
         self.running = False
         self.last_progress = time.monotonic()
         self.failing: tuple[float, str] | None = None  # since (monotonic), reason
+        # Events per round: halved after a failure (a loaded Directus that times out on a
+        # big batch gets smaller ones), doubled back after each success.
+        self.batch = settings.dispatch_batch
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -115,7 +131,10 @@ class Dispatcher:
         finally:
             self._lost_leadership()
             self.running = False
-            await self.client.close()
+            if self.client is not None:
+                await self.client.close()
+            if self.live is not None:
+                await self.live.close()
 
     async def _lead(self, conn: asyncpg.Connection, *, until_empty: bool) -> bool:
         """Stand by until this connection holds the lock, then deliver; True when done."""
@@ -125,7 +144,11 @@ class Dispatcher:
                 return True
         self.leader = True
         self.metrics.dispatch_leader.set(1)
-        log.info("dispatch_leading", directus=self.settings.directus_url)
+        log.info(
+            "dispatch_leading",
+            directus=self.settings.directus_url,
+            live=self.settings.live_key if self.live else None,
+        )
         await conn.add_listener(OUTBOX_CHANNEL, self._notified)
         sampled = pruned = 0.0
         while not self._stop.is_set():
@@ -141,7 +164,7 @@ class Dispatcher:
                 pruned = now
             if read == 0 and until_empty:
                 return True
-            if read < self.settings.dispatch_batch:
+            if read < self.batch:
                 await self._sleep(self.settings.dispatch_poll_s)
         return True
 
@@ -159,19 +182,24 @@ class Dispatcher:
         replaced what failed); the number of events it covered."""
 
         async def attempt() -> Plan:
-            rows = await conn.fetch(_READ_SQL, self.settings.dispatch_batch)
+            rows = await conn.fetch(_READ_SQL, self.batch)
             p = plan(OutboxEvent(**dict(r)) for r in rows)
-            already = await self.client.create([d.item() for d in p.deliveries])
+            items = [d.item() for d in p.deliveries]
+            already = await self.client.create(items) if self.client is not None else 0
+            if self.live is not None:  # after Directus confirmed: the same state
+                await self.live.publish(p.deliveries)
             await conn.execute(
                 "UPDATE telemetry.outbox SET delivered_at = now() WHERE id = ANY($1::bigint[])",
                 p.ids,
             )
             self._delivered(p, already)
+            self.batch = min(self.settings.dispatch_batch, self.batch * 2)
             return p
 
         def classify(exc: BaseException) -> str | None:
             if not isinstance(exc, DeliveryError):
                 return None
+            self.batch = max(1, self.batch // 2)
             if self.failing is None:
                 self.failing = (time.monotonic(), str(exc))
                 log.warning("dispatch_failing", reason=exc.reason, error=str(exc)[:300])

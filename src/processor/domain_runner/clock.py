@@ -14,12 +14,15 @@ A device busy with a window is skipped and settled at a later tick.
 
 from __future__ import annotations
 
+import math
+
 from processor.domain.standing import clock_decides
 from processor.domain_runner import store
 from processor.domain_runner.alerts import signal_lost_now
 from processor.domain_runner.config_source import ConfigSource, EntryRef, Snapshot
 from processor.domain_runner.locks import lock_device, try_lock_clock, try_lock_device, unlock_clock
 from processor.domain_runner.race import Race
+from processor.storage.engine import distributed
 from processor.storage.pool import DbConnection
 
 
@@ -91,20 +94,41 @@ async def _silent(
     candidates = [e for e in entries if e.id in running]
     if not candidates:
         return []
-    rows = await conn.fetch(
-        "SELECT d, (SELECT (extract(epoch FROM max(ts)) * 1000)::bigint"
-        " FROM telemetry.positions WHERE device_id = d AND ts <= to_timestamp($2 / 1000.0))"
-        " AS last_ms FROM unnest($1::text[]) AS d",
-        [e.imei for e in candidates],
-        now,
-    )
+    threshold = {
+        e.id: snapshot.rules_of(e.event).alerts.signal_lost.after_s * 1000 for e in candidates
+    }
+    devices = sorted({e.imei for e in candidates})
+    if await distributed(conn):
+        # Citus pushes no per-device `max()` probe beside unnest() down; a device's
+        # newest fix within the longest threshold is enough (older: silent anyway), and
+        # that read is bounded by the threshold, not by the device's history.
+        longest = math.ceil(max(threshold.values()))
+        rows = await conn.fetch(_LAST_FIX_RECENT_SQL, devices, now, longest)
+    else:
+        rows = await conn.fetch(_LAST_FIX_SQL, devices, now)
     last = {r["d"]: r["last_ms"] for r in rows}
     silent = []
     for e in candidates:
-        after_ms = snapshot.rules_of(e.event).alerts.signal_lost.after_s * 1000
-        if last.get(e.imei) is None or now - last[e.imei] > after_ms:
+        at = last.get(e.imei)
+        if at is None or now - at > threshold[e.id]:
             silent.append(e)
     return silent
+
+
+# Per device, its newest fix at or before $2: one backward probe of the primary key each.
+_LAST_FIX_SQL = (
+    "SELECT d, (SELECT (extract(epoch FROM max(ts)) * 1000)::bigint"
+    " FROM telemetry.positions WHERE device_id = d AND ts <= to_timestamp($2 / 1000.0))"
+    " AS last_ms FROM unnest($1::text[]) AS d"
+)
+# The same on a distributed table, for fixes within $3 ms before $2 (none: no row):
+# routed to the devices' shards, a range scan of the last $3 ms of each.
+_LAST_FIX_RECENT_SQL = (
+    "SELECT device_id AS d, (extract(epoch FROM max(ts)) * 1000)::bigint AS last_ms"
+    " FROM telemetry.positions WHERE device_id = ANY($1::text[])"
+    " AND ts <= to_timestamp($2 / 1000.0) AND ts >= to_timestamp(($2 - $3) / 1000.0)"
+    " GROUP BY device_id"
+)
 
 
 async def settle_locked(

@@ -2,6 +2,11 @@
 
 The neighbours let the domain re-cut the segments that cross the range's edges, so a
 late record changes exactly the segments it falls into.
+
+Every query names the devices it reads (`device_id = …`), so on Citus each runs on the
+shards that hold them; each is in a form Citus pushes down as it is (no correlated
+subquery beside a set-returning function) and plain PostgreSQL plans as index range
+scans per device.
 """
 
 from __future__ import annotations
@@ -44,11 +49,19 @@ CROSS JOIN LATERAL (
     ORDER BY ts
 ) AS p
 """
+# A lateral subquery grouped by the device, not a correlated subquery in the select list:
+# Citus pushes this form down to each device's shard (it refuses a correlated subquery
+# beside a set-returning function), and plain PostgreSQL plans both alike — one index
+# range scan per device. A device with nothing later has no row.
 _LATER_SQL = """
-SELECT w.d, (SELECT (extract(epoch FROM min(received_at)) * 1000)::bigint
-             FROM telemetry.positions
-             WHERE device_id = w.d AND ts > to_timestamp(w.e / 1000.0)) AS received_ms
+SELECT w.d, later.received_ms
 FROM unnest($1::text[], $2::bigint[]) AS w(d, e)
+CROSS JOIN LATERAL (
+    SELECT device_id, (extract(epoch FROM min(received_at)) * 1000)::bigint AS received_ms
+    FROM telemetry.positions
+    WHERE device_id = w.d AND ts > to_timestamp(w.e / 1000.0)
+    GROUP BY device_id
+) AS later
 """
 
 
@@ -84,7 +97,9 @@ async def first_received_after(conn: DbConnection, ends: dict[str, int]) -> dict
     reading what came after it."""
     devices = sorted(ends)
     rows = await conn.fetch(_LATER_SQL, devices, [ends[d] for d in devices])
-    return {r["d"]: r["received_ms"] for r in rows}
+    found: dict[str, int | None] = dict.fromkeys(devices)
+    found.update((r["d"], r["received_ms"]) for r in rows)
+    return found
 
 
 async def read_range(

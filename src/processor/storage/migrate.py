@@ -1,8 +1,10 @@
 """Plain-SQL migrations of the `telemetry` schema, applied in order under an advisory lock.
 
-Files are `NNNN_name.sql` (always), `NNNN_name.timescale.sql` (only with TimescaleDB) or
-`NNNN_name.plain.sql` (only without). The ledger records each version once, with the
-mode it ran in, and a checksum so an edited, already-applied file is caught.
+Files are `NNNN_name.sql` (always), `NNNN_name.timescale.sql` (only with TimescaleDB),
+`NNNN_name.plain.sql` (only without it: plain PostgreSQL, and Citus, whose tables are
+PostgreSQL tables) or `NNNN_name.citus.sql` (only on Citus). The ledger records each
+version once, with the mode it ran in, and a checksum so an edited, already-applied file
+is caught.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import asyncpg
 import structlog
 
 from processor.core.settings import Settings
-from processor.storage import timescale
+from processor.storage import citus, timescale
+from processor.storage.engine import Engine
 from processor.storage.pool import single_connection
 
 log = structlog.get_logger(__name__)
@@ -26,7 +29,9 @@ SCHEMA = "telemetry"
 MIGRATION_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"telemetry-migrate").digest()[:8], "big", signed=True
 )
-Mode = Literal["timescale", "plain"]
+Mode = Engine
+Wanted = Literal["auto", "timescale", "citus", "plain"]
+VARIANTS: tuple[Mode, ...] = ("timescale", "citus", "plain")
 
 
 class MigrationError(Exception):
@@ -43,6 +48,12 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def runs_in(self, mode: Mode) -> bool:
+        """Whether this file applies to a database in `mode` (the module docstring)."""
+        if self.variant is None or self.variant == mode:
+            return True
+        return self.variant == "plain" and mode == "citus"
 
 
 @dataclass
@@ -63,7 +74,7 @@ def load_migrations() -> list[Migration]:
             continue
         stem = item.name[: -len(".sql")]
         variant: Mode | None = None
-        for mode in ("timescale", "plain"):
+        for mode in VARIANTS:
             if stem.endswith(f".{mode}"):
                 variant = mode
                 stem = stem[: -len(mode) - 1]
@@ -83,20 +94,25 @@ class ModeDecision:
     mode: Mode
     create_extension: bool = False
     warning: str | None = None  # a log event name: the fallback to plain and why
+    hint: str = ""  # what to do about the warning
 
 
 def decide_mode(
-    wanted: Literal["auto", "timescale", "plain"],
+    wanted: Wanted,
     ledger_mode: Mode | None,
     ext: timescale.Extension,
+    cluster: citus.Cluster = citus.NO_CITUS,
 ) -> ModeDecision:
     """The database's mode: fixed by its first migration, chosen then from the settings
     (`PROCESSOR_DATABASE_MODE`) and what the server has. Raises `MigrationError`.
 
     A database migrated in one mode stays in it: positions are not converted to or from a
-    hypertable as a side effect of a start (docs/operations.md says how to convert).
-    An extension installed in the database but not preloaded is refused in any mode: its
-    event triggers would end the session at the first DDL statement.
+    hypertable or a distributed table as a side effect of a start (docs/operations.md
+    says how to convert). A TimescaleDB extension installed in the database but not
+    preloaded is refused in any mode: its event triggers would end the session at the
+    first DDL statement. Citus is chosen when the citus extension is created in this
+    database (an operator's deliberate act on every node) and the cluster is complete;
+    an incomplete one is refused rather than fixed in plain mode for good.
     """
     if ext.installed and not ext.preloaded:
         where = (
@@ -115,9 +131,48 @@ def decide_mode(
             raise MigrationError(
                 "this database was migrated in timescale mode but the timescaledb extension is gone"
             )
+        if ledger_mode == "citus" and not cluster.usable:
+            raise MigrationError(
+                f"this database was migrated in citus mode but {cluster.why_not()}"
+            )
         return ModeDecision(ledger_mode)
     if wanted == "plain":
         return ModeDecision("plain")
+    if wanted == "citus" or cluster.installed:
+        return _citus_decision(wanted, ext, cluster)
+    if cluster.preloaded and not (ext.installed and ext.preloaded):
+        # Citus on the server but not in this database: plain (never TimescaleDB created
+        # beside it), and say why.
+        return ModeDecision("plain", warning="citus_not_in_database", hint=citus.MISSING)
+    return _timescale_decision(wanted, ext)
+
+
+def _citus_decision(
+    wanted: Wanted, ext: timescale.Extension, cluster: citus.Cluster
+) -> ModeDecision:
+    if wanted == "timescale":
+        raise MigrationError(
+            "PROCESSOR_DATABASE_MODE=timescale but the citus extension is created in this"
+            " database; the processor does not combine them"
+        )
+    if ext.installed:
+        raise MigrationError(
+            "both timescaledb and citus are created in this database; the processor uses one"
+            " of them: drop the other, or set PROCESSOR_DATABASE_MODE=plain"
+        )
+    if not cluster.usable:
+        where = (
+            "PROCESSOR_DATABASE_MODE=citus but"
+            if wanted == "citus"
+            else "the citus extension is created in this database but"
+        )
+        hint = "" if wanted == "citus" else " (PROCESSOR_DATABASE_MODE=plain: this node alone)"
+        raise MigrationError(f"{where} {cluster.why_not()}{hint}")
+    return ModeDecision("citus")
+
+
+def _timescale_decision(wanted: Wanted, ext: timescale.Extension) -> ModeDecision:
+    """auto or timescale, on a database without Citus."""
     if ext.installed and ext.preloaded:
         return ModeDecision("timescale")
     if not ext.available:
@@ -129,7 +184,9 @@ def decide_mode(
     if not ext.preloaded:
         if wanted == "timescale":
             raise MigrationError(timescale.NOT_PRELOADED)
-        return ModeDecision("plain", warning="timescaledb_not_preloaded")
+        return ModeDecision(
+            "plain", warning="timescaledb_not_preloaded", hint=timescale.NOT_PRELOADED
+        )
     return ModeDecision("timescale", create_extension=True)
 
 
@@ -139,11 +196,16 @@ async def choose_mode(
     """`decide_mode` on what the server says, creating the extension when that is the way."""
     wanted = settings.database_mode
     ext = await timescale.inspect(conn)
-    decision = decide_mode(wanted, ledger_mode, ext)
+    cluster = await citus.inspect(conn)
+    decision = decide_mode(wanted, ledger_mode, ext, cluster)
     if decision.warning is not None:
-        log.warning(decision.warning, mode=decision.mode, hint=timescale.NOT_PRELOADED)
+        log.warning(decision.warning, mode=decision.mode, hint=decision.hint)
     if ledger_mode == "plain" and ext.usable:
         log.info("timescaledb_not_used", reason="this database was migrated in plain mode")
+    if ledger_mode == "plain" and cluster.usable:
+        log.info("citus_not_used", reason="this database was migrated in plain mode")
+    if decision.mode == "citus":
+        log.info("citus_cluster", version=cluster.version, workers=cluster.workers)
     if not decision.create_extension:
         return decision.mode
     try:
@@ -204,7 +266,7 @@ async def _migrate_locked(conn: asyncpg.Connection, settings: Settings) -> Migra
                 raise MigrationError(f"migration {label} was edited after it was applied")
             report.already.append(label)
             continue
-        runs = migration.variant is None or migration.variant == mode
+        runs = migration.runs_in(mode)
         async with conn.transaction():
             if runs:
                 for statement in _render(migration.sql, settings):
@@ -229,14 +291,17 @@ async def _migrate_locked(conn: asyncpg.Connection, settings: Settings) -> Migra
 
 
 def _render(sql: str, settings: Settings) -> list[str]:
-    """The file's statements, with the only placeholder migrations may use filled in as a
-    quoted SQL literal.
+    """The file's statements, with the placeholders migrations may use filled in as SQL
+    literals: `:chunk_interval` (quoted text) and `:citus_shard_count` (an integer).
 
-    One statement at a time: some engines refuse several commands in one message on
-    their tables, and an error then names the statement that failed.
+    One statement at a time: Citus refuses several commands in one message on a
+    distributed table ("cannot insert multiple commands into a prepared statement"), and
+    an error then names the statement that failed.
     """
     literal = "'" + settings.timescale_chunk_interval.replace("'", "''") + "'"
-    return split_statements(sql.replace(":chunk_interval", literal))
+    sql = sql.replace(":chunk_interval", literal)
+    sql = sql.replace(":citus_shard_count", str(int(settings.citus_shard_count)))
+    return split_statements(sql)
 
 
 def split_statements(sql: str) -> list[str]:
@@ -261,12 +326,18 @@ def split_statements(sql: str) -> list[str]:
     return statements
 
 
-async def ensure_database(admin_dsn: str, database: str) -> bool:
-    """Create the database if it is missing (development convenience); True if created."""
+async def ensure_database(admin_dsn: str, database: str, wanted: Wanted = "auto") -> bool:
+    """Create the database if it is missing (development convenience); True if created.
+
+    Not on a server that runs Citus (unless the database is to be plain, on it alone): a
+    database made here would exist on the coordinator only, without the extension, and
+    be migrated in plain mode for good. Raises `MigrationError` with the steps instead."""
     async with single_connection(admin_dsn, timeout_s=10) as conn:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if exists:
             return False
+        if wanted != "plain" and await citus.server_runs_citus(conn):
+            raise MigrationError(citus.CREATE_DATABASE_REFUSED)
         quoted = '"' + database.replace('"', '""') + '"'
         await conn.execute(f"CREATE DATABASE {quoted}")
         return True

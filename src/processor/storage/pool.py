@@ -1,4 +1,9 @@
-"""The asyncpg pool, with per-connection session settings and the COPY staging table."""
+"""The asyncpg pool, with per-connection session settings and the COPY staging table.
+
+Session settings are startup parameters, so they survive the `RESET ALL` a pool runs when
+a connection is released; on Citus they include the coordinator's connection caching
+(`citus.session_settings`), chosen from the database's engine before the pool connects.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import asyncpg
 import asyncpg.pool
 
 from processor.core.settings import Settings
+from processor.storage import citus
+from processor.storage.engine import engine_of
 
 STAGE_TABLE = "positions_stage"
 # What code that runs queries accepts: a plain connection or one lent by a pool.
@@ -54,16 +61,21 @@ async def _prepare_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(settings: Settings, *, prepare_stage: bool = True) -> asyncpg.Pool:
     """A pool sized for the writer's batches in flight plus the health probe."""
+    dsn = settings.database_url.get_secret_value()
+    session = {
+        "application_name": "processor",
+        "statement_timeout": str(settings.db_statement_timeout_ms),
+    }
+    async with single_connection(dsn, settings.db_connect_timeout_s) as conn:
+        if await engine_of(conn) == "citus":
+            session.update(citus.session_settings(settings))
     pool = await asyncpg.create_pool(
-        settings.database_url.get_secret_value(),
+        dsn,
         min_size=1,
         max_size=max(settings.db_pool_size, settings.batches_in_flight + 1),
         timeout=settings.db_connect_timeout_s,
         command_timeout=settings.db_statement_timeout_ms / 1000 + 5,
-        server_settings={
-            "application_name": "processor",
-            "statement_timeout": str(settings.db_statement_timeout_ms),
-        },
+        server_settings=session,
         init=_prepare_connection if prepare_stage else None,
     )
     assert pool is not None

@@ -38,7 +38,7 @@ from processor.core.tasks import cancel_and_wait
 from processor.observability.metrics import Metrics
 from processor.observability.sampler import sample_once
 from processor.pipeline.runner import Pipeline
-from processor.storage.migrate import ensure_database, migrate
+from processor.storage.migrate import MigrationError, ensure_database, migrate
 from processor.storage.writer import PositionWriter, WriteResult
 from processor.stream.client import connect
 from processor.tools.dlq import reasons
@@ -259,14 +259,21 @@ async def _prepare(settings: Settings, console: Console) -> None:
     parts = urlsplit(url)
     database = parts.path.lstrip("/") or "postgres"
     try:
-        if await ensure_database(urlunsplit(parts._replace(path="/postgres")), database):
+        admin = urlunsplit(parts._replace(path="/postgres"))
+        if await ensure_database(admin, database, settings.database_mode):
             _plain(console, f"created database {database}")
         conn = await asyncpg.connect(url, timeout=settings.db_connect_timeout_s)
         try:
             report = await migrate(conn, settings)
         finally:
             await conn.close()
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        TimeoutError,
+        MigrationError,
+    ) as exc:
         raise DemoError(f"PostgreSQL at {redact_url(url)}: {exc}") from None
     _plain(
         console,

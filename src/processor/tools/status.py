@@ -14,7 +14,10 @@ run against a busy stream and a big positions table:
   older records are not in it);
   per-device freshness from a loose index scan (recursive skip-scan over the primary
   key's device_id, then one backward probe per device for its newest ts), capped at
-  `FRESHNESS_DEVICE_LIMIT` devices: cost grows with devices, never with rows.
+  `FRESHNESS_DEVICE_LIMIT` devices: cost grows with devices, never with rows. On Citus
+  (which runs a recursive CTE only with a filter on the distribution column) the same
+  scan runs inside every shard (`run_command_on_shards`, in parallel) and is summed: a
+  device lives in one shard, so the sums are exact.
 
 A store that cannot be reached becomes an error line in the snapshot, not an exception:
 the other store's half is still worth seeing during an outage.
@@ -38,6 +41,7 @@ from rich.table import Table
 from rich.text import Text
 
 from processor.core.settings import Settings, redact_url
+from processor.storage.engine import distributed
 from processor.stream.client import connect
 from processor.tools.dlq import reasons
 
@@ -90,6 +94,53 @@ SELECT
                        AND last_ts > now() - interval '10 minutes') AS under_10m,
     count(*) FILTER (WHERE last_ts <= now() - interval '10 minutes') AS older
 FROM latest
+"""
+
+
+# Citus: the loose index scan above, per shard (%1$s: the shard's table), each shard's
+# answer one JSON object, summed by FRESHNESS_CITUS_SQL. The cap is per shard.
+_FRESHNESS_SHARD = f"""
+WITH RECURSIVE ids(device_id, n) AS (
+    (SELECT device_id, 1 FROM %1$s ORDER BY device_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT p.device_id FROM %1$s p
+            WHERE p.device_id > ids.device_id ORDER BY p.device_id LIMIT 1),
+           ids.n + 1
+    FROM ids
+    WHERE ids.device_id IS NOT NULL AND ids.n < {FRESHNESS_DEVICE_LIMIT}
+),
+latest AS MATERIALIZED (
+    SELECT (SELECT p.ts FROM %1$s p
+            WHERE p.device_id = ids.device_id ORDER BY p.ts DESC LIMIT 1) AS last_ts
+    FROM ids
+    WHERE ids.device_id IS NOT NULL
+)
+SELECT json_build_object(
+    'devices', count(*),
+    'under_10s', count(*) FILTER (WHERE last_ts > now() - interval '10 seconds'),
+    'under_1m', count(*) FILTER (WHERE last_ts <= now() - interval '10 seconds'
+                                   AND last_ts > now() - interval '1 minute'),
+    'under_10m', count(*) FILTER (WHERE last_ts <= now() - interval '1 minute'
+                                    AND last_ts > now() - interval '10 minutes'),
+    'older', count(*) FILTER (WHERE last_ts <= now() - interval '10 minutes'))
+FROM latest
+"""
+FRESHNESS_CITUS_SQL = """
+WITH shard AS (
+    SELECT success, result FROM run_command_on_shards('telemetry.positions', $1)
+), ok AS (
+    SELECT result::json AS r FROM shard WHERE success
+)
+SELECT
+    (SELECT count(*) FROM shard WHERE NOT success) AS failed,
+    (SELECT min(result) FROM shard WHERE NOT success) AS failure,
+    coalesce(sum((r->>'devices')::int), 0) AS devices,
+    coalesce(bool_or((r->>'devices')::int >= $2), false) AS capped,
+    coalesce(sum((r->>'under_10s')::int), 0) AS under_10s,
+    coalesce(sum((r->>'under_1m')::int), 0) AS under_1m,
+    coalesce(sum((r->>'under_10m')::int), 0) AS under_10m,
+    coalesce(sum((r->>'older')::int), 0) AS older
+FROM ok
 """
 
 
@@ -271,7 +322,7 @@ async def _database_status(settings: Settings) -> DatabaseStatus:
     try:
         newest = await _query(conn, "newest position", NEWEST_SQL, errors)
         rate = await _query(conn, "rate", RATE_SQL, errors)
-        fresh = await _query(conn, "freshness", FRESHNESS_SQL, errors, FRESHNESS_DEVICE_LIMIT)
+        fresh = await _fresh(conn, errors)
     finally:
         await conn.close()
     return DatabaseStatus(
@@ -295,11 +346,30 @@ async def _query(
         return None
 
 
+async def _fresh(conn: asyncpg.Connection, errors: list[str]) -> asyncpg.Record | None:
+    """The freshness row, in the form the engine runs (the module docstring)."""
+    try:
+        citus = await distributed(conn)
+    except asyncpg.PostgresError as exc:
+        errors.append(f"freshness: {type(exc).__name__}: {str(exc)[:200]}")
+        return None
+    if not citus:
+        return await _query(conn, "freshness", FRESHNESS_SQL, errors, FRESHNESS_DEVICE_LIMIT)
+    row = await _query(
+        conn, "freshness", FRESHNESS_CITUS_SQL, errors, _FRESHNESS_SHARD, FRESHNESS_DEVICE_LIMIT
+    )
+    if row is not None and row["failed"]:
+        errors.append(f"freshness: {row['failed']} shard(s) failed: {str(row['failure'])[:200]}")
+        return None
+    return row
+
+
 def _freshness(row: asyncpg.Record) -> Freshness:
     devices = int(row["devices"])
+    capped = row.get("capped", devices >= FRESHNESS_DEVICE_LIMIT)
     return Freshness(
         devices=devices,
-        capped=devices >= FRESHNESS_DEVICE_LIMIT,
+        capped=bool(capped),
         scan_limit=FRESHNESS_DEVICE_LIMIT,
         under_10s=int(row["under_10s"]),
         under_1m=int(row["under_1m"]),

@@ -50,4 +50,50 @@ def test_migrations_are_ordered_and_uniquely_versioned() -> None:
     versions = [m.version for m in migrations]
     assert versions == sorted(set(versions))
     assert migrations[0].name == "positions"
-    assert {m.variant for m in migrations} == {None, "timescale", "plain"}
+    assert {m.variant for m in migrations} == {None, "timescale", "plain", "citus"}
+
+
+def _server_error(sqlstate: str, message: str) -> asyncpg.PostgresError:
+    """An error as asyncpg builds it from the server's fields."""
+    error = asyncpg.PostgresError.new({"C": sqlstate, "M": message, "S": "ERROR"})
+    assert isinstance(error, asyncpg.PostgresError)
+    return error
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message", "expected"),
+    [
+        # Citus COPY (ReportCopyError): the worker's message, its SQLSTATE dropped.
+        (
+            "XX000",
+            'duplicate key value violates unique constraint "positions_pkey_102011"',
+            ErrorClass.ROW,
+        ),
+        ("XX000", "index row requires 12024 bytes, maximum size is 8191", ErrorClass.ROW),
+        ("XX000", "invalid input syntax for type json", ErrorClass.ROW),
+        ("XX000", "canceling statement due to statement timeout", ErrorClass.TIMEOUT),
+        ("XX000", "terminating connection due to administrator command", ErrorClass.UNAVAILABLE),
+        # Citus's own, for a worker lost inside a distributed transaction.
+        (
+            "XX000",
+            "failure on connection marked as essential: 127.0.0.1:5442",
+            ErrorClass.CONNECTION,
+        ),
+        (
+            "XX000",
+            "failed to prepare transaction 'citus_0_1' on host 10.0.0.2:5432",
+            ErrorClass.CONNECTION,
+        ),
+        # Anything else internal stays retried, never dead-lettered.
+        ("XX000", "cache lookup failed for relation 1234", ErrorClass.OTHER),
+        ("XX000", "could not read block 7 in file", ErrorClass.OTHER),
+        # Preserved SQLSTATEs (ReportResultError) are read as they are.
+        ("23505", "duplicate key value violates unique constraint", ErrorClass.ROW),
+        ("54000", "index row requires 12024 bytes", ErrorClass.ROW),
+        ("08006", "connection to the remote node 127.0.0.1:5442 failed", ErrorClass.CONNECTION),
+    ],
+)
+def test_classify_sees_through_citus_wrapping(
+    sqlstate: str, message: str, expected: ErrorClass
+) -> None:
+    assert classify(_server_error(sqlstate, message)) is expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from processor.storage.citus import Cluster
 from processor.storage.migrate import MigrationError, decide_mode, load_migrations, split_statements
 from processor.storage.timescale import Extension
 
@@ -72,10 +73,80 @@ def test_every_shipped_migration_splits_into_whole_statements() -> None:
         rejoined = "".join(s.split("--", 1)[0] for s in "\n".join(statements).splitlines())
         original = "".join(s.split("--", 1)[0] for s in migration.sql.splitlines())
         assert rejoined.replace(" ", "") == original.replace(" ", ""), migration.name
-        assert all(s.rstrip().split("--", 1)[0].rstrip().endswith(";") for s in statements)
+        for statement in statements:  # comment lines may sit inside a statement
+            code = [ln.split("--", 1)[0].rstrip() for ln in statement.splitlines()]
+            assert [c for c in code if c][-1].endswith(";"), migration.name
 
 
 def test_installed_but_not_preloaded_is_refused_whatever_the_ledger_says() -> None:
     for ledger in (None, "plain", "timescale"):
         with pytest.raises(MigrationError, match="but not preloaded: add timescaledb"):
             decide_mode("auto", ledger, INSTALLED_NOT_PRELOADED)
+
+
+CITUS = Cluster(preloaded=True, installed=True, coordinator=True, workers=2, version="13.2-1")
+CITUS_NOT_IN_DB = Cluster(
+    preloaded=True, installed=False, coordinator=False, workers=0, version=None
+)
+CITUS_NO_WORKERS = Cluster(
+    preloaded=True, installed=True, coordinator=True, workers=0, version="13.2-1"
+)
+CITUS_WORKER_NODE = Cluster(
+    preloaded=True, installed=True, coordinator=False, workers=2, version="13.2-1"
+)
+
+
+def test_auto_uses_citus_where_the_extension_is_created_and_workers_are_active() -> None:
+    assert decide_mode("auto", None, NONE, CITUS).mode == "citus"
+    assert decide_mode("citus", None, NONE, CITUS).mode == "citus"
+    # TimescaleDB merely available beside it is not created.
+    decision = decide_mode("auto", None, AVAILABLE, CITUS)
+    assert (decision.mode, decision.create_extension) == ("citus", False)
+
+
+def test_citus_on_the_server_but_not_in_the_database_is_plain_and_says_why() -> None:
+    decision = decide_mode("auto", None, AVAILABLE, CITUS_NOT_IN_DB)
+    assert (decision.mode, decision.create_extension) == ("plain", False)
+    assert decision.warning == "citus_not_in_database"
+    assert "every worker" in decision.hint
+
+
+def test_an_incomplete_cluster_is_refused_not_fixed_in_plain_mode() -> None:
+    for cluster, reason in (
+        (CITUS_NO_WORKERS, "no active Citus worker"),
+        (CITUS_WORKER_NODE, "not the coordinator"),
+        (CITUS_NOT_IN_DB, "not created in this database"),
+    ):
+        with pytest.raises(MigrationError, match=reason) as caught:
+            decide_mode("citus", None, NONE, cluster)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(MigrationError, match="PROCESSOR_DATABASE_MODE=plain"):
+        decide_mode("auto", None, NONE, CITUS_NO_WORKERS)
+    assert decide_mode("plain", None, NONE, CITUS_NO_WORKERS).mode == "plain"
+
+
+def test_citus_is_never_combined_with_timescale() -> None:
+    with pytest.raises(MigrationError, match="both timescaledb and citus"):
+        decide_mode("auto", None, INSTALLED, CITUS)
+    with pytest.raises(MigrationError, match="does not combine them"):
+        decide_mode("timescale", None, AVAILABLE, CITUS)
+
+
+def test_a_citus_database_keeps_its_mode_and_needs_its_cluster() -> None:
+    assert decide_mode("auto", "citus", NONE, CITUS).mode == "citus"
+    assert decide_mode("auto", "plain", NONE, CITUS).mode == "plain"
+    with pytest.raises(MigrationError, match="migrated in citus mode but no active"):
+        decide_mode("auto", "citus", NONE, CITUS_NO_WORKERS)
+    with pytest.raises(MigrationError, match="migrated in plain mode"):
+        decide_mode("citus", "plain", NONE, CITUS)
+
+
+def test_plain_files_run_on_citus_and_citus_files_only_there() -> None:
+    by_variant = {m.variant: m for m in load_migrations() if m.variant is not None}
+    assert by_variant["plain"].runs_in("citus")
+    assert by_variant["plain"].runs_in("plain")
+    assert not by_variant["plain"].runs_in("timescale")
+    assert by_variant["citus"].runs_in("citus")
+    assert not by_variant["citus"].runs_in("plain")
+    assert not by_variant["citus"].runs_in("timescale")
+    assert not by_variant["timescale"].runs_in("citus")

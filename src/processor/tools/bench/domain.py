@@ -77,11 +77,11 @@ MIN_TROUGHS = 3
 # The mappings of the IO elements the simulator sends: the stage decodes them for every
 # position (telemetry.position_attributes), as it would in production.
 IO_MAPPINGS = (
-    ("FMB920", 239, "ignition", "bool", None, None),
-    ("FMB920", 240, "movement", "bool", None, None),
-    ("FMB920", 69, "gnss_status", "int", None, None),
-    ("*", 16, "total_odometer_km", "float", 0.001, "km"),
-    ("*", 199, "trip_odometer_km", "float", 0.001, "km"),
+    ("FMB920", 239, "ignition", "boolean", None, None),
+    ("FMB920", 240, "movement", "boolean", None, None),
+    ("FMB920", 69, "gnss_status", "unsigned", None, None),
+    ("*", 16, "total_odometer_km", "unsigned", "0.001", "km"),
+    ("*", 199, "trip_odometer_km", "unsigned", "0.001", "km"),
 )
 
 
@@ -212,7 +212,7 @@ async def load_layout(conn: asyncpg.Connection, doc: dict[str, Any]) -> None:
     await load_event_rows(conn, doc)
     await conn.executemany(
         "INSERT INTO public.io_mappings (model, io_id, name, type, multiplier, unit)"
-        " VALUES ($1, $2, $3, $4, coalesce($5::numeric, 1), $6)",
+        " VALUES ($1, $2, $3, $4, $5::numeric, $6)",
         IO_MAPPINGS,
     )
 

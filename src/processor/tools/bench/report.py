@@ -47,10 +47,57 @@ def print_report(result: BenchResult, console: Console) -> None:
             f"({lat['samples']:.0f} positions): p50 {lat['p50_ms']:.0f} ms, "
             f"p95 {lat['p95_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms"
         )
+    if "citus" in f:
+        print_citus(result, console)
     if "domain" in f:
         print_domain(result, console)
     for name, value in result.ratios.items():
         console.print(f"{name}: {value:.2f}")
+
+
+def print_citus(result: BenchResult, console: Console) -> None:
+    """The Citus section beside this run's plain figures."""
+    f = result.figures
+    c = f["citus"]
+    table = Table(
+        title=(
+            f"Citus: {c['workers']:.0f} workers, {c['shards']:.0f} shards,"
+            f" {c['cached_connections']:.0f} cached connections per worker"
+        )
+    )
+    table.add_column("measurement")
+    table.add_column("plain", justify="right")
+    table.add_column("Citus", justify="right")
+    table.add_column("Citus ÷ plain", justify="right")
+    for label, plain, citus in (
+        (
+            "writer: COPY staging + INSERT",
+            f["writer_copy"]["rows_per_s"],
+            c["writer_copy_rows_per_s"],
+        ),
+        (
+            "writer: INSERT … unnest",
+            f["writer_unnest"]["rows_per_s"],
+            c["writer_unnest_rows_per_s"],
+        ),
+        (
+            "processor, end to end",
+            f["processor"]["positions_per_s"],
+            c["processor_positions_per_s"],
+        ),
+    ):
+        table.add_row(label, f"{plain:,.0f}", f"{citus:,.0f}", f"{citus / plain:.2f}")
+    console.print(table)
+    exact = (
+        "exact"
+        if c["stored_rows"] == c["unique_positions"] == c["processor_inserted"]
+        else "MISMATCH"
+    )
+    console.print(
+        f"Citus rows stored {c['stored_rows']:,.0f},"
+        f" counted inserted {c['processor_inserted']:,.0f},"
+        f" unique positions sent {c['unique_positions']:,.0f}: {exact}"
+    )
 
 
 def print_domain(result: BenchResult, console: Console) -> None:

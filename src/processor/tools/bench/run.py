@@ -6,7 +6,10 @@
 4. processor: `processor` draining the pre-filled stream, end to end, CPU and peak RSS;
 5. latency: the simulator at a fixed rate in real time, received_at → commit percentiles;
 6. domain (`bench.domain`): the core beside a failing and a working domain stage, and the
-   domain stage keeping up with the simulator in real time on a 50-geofence layout.
+   domain stage keeping up with the simulator in real time on a 50-geofence layout;
+7. engines (`bench.engines`): what the exact insert count (RETURNING) costs against the
+   command tag, and with `--citus-url` the writer and the processor on a Citus cluster,
+   as ratios to this run's plain figures.
 
 Runs in a database and stream keys of its own, dropped afterwards.
 """
@@ -37,6 +40,7 @@ from processor.storage.migrate import migrate
 from processor.storage.pool import create_pool, install_codecs
 from processor.storage.rows import COLUMNS, to_row
 from processor.storage.writer import PositionWriter
+from processor.tools.bench import engines
 from processor.tools.bench.workload import bench_entries, produce_realtime
 from processor.tools.simulator.schedule import ExtrasStart
 
@@ -59,6 +63,8 @@ class BenchConfig:
     domain_separate: bool = True
     # Where the load cars join the stages: part-way (on the road) or at the start line.
     domain_extras_start: ExtrasStart = "part_way"
+    # A Citus coordinator's admin URL: the writer and the processor measured there too.
+    citus_url: str | None = None
 
 
 @dataclass
@@ -227,13 +233,30 @@ async def run_bench(config: BenchConfig, say: Say) -> BenchResult:
 
         say("processor: draining the same pre-filled stream")
         await _truncate(conn)
-        await redis.delete(settings.stream)
-        await _fill(redis, settings.stream, entries)
-        proc = await asyncio.to_thread(
-            _subprocess_json, [sys.executable, "-m", "processor.tools.bench.worker"], env, 900
-        )
-        proc["positions_per_s"] = proc["inserted"] / proc["wall_s"]
+
+        async def drain(where: Settings) -> dict[str, float]:
+            await redis.delete(where.stream)
+            await _fill(redis, where.stream, entries)
+            figures = await asyncio.to_thread(
+                _subprocess_json,
+                [sys.executable, "-m", "processor.tools.bench.worker"],
+                _env(where),
+                900,
+            )
+            figures["positions_per_s"] = figures["inserted"] / figures["wall_s"]
+            return figures
+
+        proc = await drain(settings)
         result.figures["processor"] = proc
+
+        say("writer: exact count (RETURNING) against the command tag")
+        result.figures["returning_cost"] = await engines.returning_cost(
+            settings, positions, config.repeats
+        )
+        if config.citus_url:
+            result.figures["citus"] = await engines.citus_section(
+                config.citus_url, settings, positions, config.repeats, _write_method, drain, say
+            )
 
         if config.latency_seconds > 0:
             say(f"latency: {config.latency_rate} positions/s for {config.latency_seconds:.0f} s")
@@ -249,7 +272,16 @@ async def run_bench(config: BenchConfig, say: Say) -> BenchResult:
             "processor_vs_naive_peer": proc["positions_per_s"] / naive["positions_per_s"],
             "copy_vs_unnest": result.figures["writer_copy"]["rows_per_s"]
             / result.figures["writer_unnest"]["rows_per_s"],
+            "returning_vs_command_tag": result.figures["returning_cost"]["counted_vs_tagged"],
         }
+        if "citus" in result.figures:
+            on_citus = result.figures["citus"]
+            result.ratios["citus_writer_copy_vs_plain"] = (
+                on_citus["writer_copy_rows_per_s"] / result.figures["writer_copy"]["rows_per_s"]
+            )
+            result.ratios["citus_processor_vs_plain"] = (
+                on_citus["processor_positions_per_s"] / proc["positions_per_s"]
+            )
 
         if config.domain_seconds > 0:
             from processor.tools.bench.domain import run_domain_bench

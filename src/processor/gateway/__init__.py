@@ -1,0 +1,1 @@
+"""`processor gateway`: live positions and domain changes pushed to browsers (WebSocket, SSE)."""
