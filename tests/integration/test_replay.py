@@ -252,7 +252,8 @@ async def test_moved_split_line_is_retimed_by_recompute(
     assert {r["row_key"]: r["new"] for r in moved} == recut
     # Every change went to the outbox with it, as the live stage does: each row's last
     # event is its state, each old key's is its deletion.
-    assert await assert_outbox_matches_rows(live) >= len(after)
+    # (timing records: this module's other tables may hold rows of earlier modules)
+    assert await assert_outbox_matches_rows(live, ("timing_records",)) >= len(after)
 
     reports = await dry_run_all(live)
     assert [r.changes for r in reports] == [[], [], []]
